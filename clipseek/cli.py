@@ -1,0 +1,183 @@
+"""The ``clipseek`` command: serve the Flow, index videos, search, list and delete.
+
+    clipseek serve
+    clipseek index PATH... [--force]
+    clipseek search "TEXT" [--top-k N] [--video V ...] [--json]
+    clipseek videos [--json]
+    clipseek delete VIDEO
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from clipseek.client import DEFAULT_CHUNK_S, ClipseekClient, default_address
+from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def format_time(seconds: float) -> str:
+    """mm:ss.s (h:mm:ss.s past an hour)."""
+    seconds = max(0.0, seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{int(hours)}:{int(minutes):02d}:{secs:04.1f}"
+    return f"{int(minutes):02d}:{secs:04.1f}"
+
+
+def segment_json(segment) -> dict:
+    return {
+        "video": segment.video,
+        "video_id": segment.video_id,
+        "start_s": segment.start_s,
+        "end_s": segment.end_s,
+        "score": segment.score,
+        "thumbnail_s": segment.thumbnail_s,
+        "duration_s": segment.duration_s,
+    }
+
+
+def _local_path(path: str) -> str:
+    """An existing local path made absolute (the Flow may run elsewhere; then it is passed as given)."""
+    return str(Path(path).expanduser().resolve()) if os.path.exists(path) else path
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from clipseek.serve import ServeSettings, build_flow
+    from clipseek.settings import load_settings
+
+    settings = load_settings(ServeSettings, {"grpc_port": args.grpc_port, "http_port": args.http_port,
+                                             "flow": args.flow})
+    flow = build_flow(settings)
+    with flow:
+        print(f"clipseek is serving: gRPC on port {settings.grpc_port}, HTTP on port {settings.http_port} "
+              f"(API docs at http://127.0.0.1:{settings.http_port}/docs). Ctrl-C stops it.", flush=True)
+        flow.block()
+    return EXIT_OK
+
+
+def cmd_index(args: argparse.Namespace, client: ClipseekClient) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="s", desc="indexing", disable=args.quiet or None, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of video [{elapsed}<{remaining}]")
+
+    def on_progress(path: str, done_s: float, total_s: float) -> None:
+        bar.total = total_s
+        bar.n = done_s
+        bar.set_description(Path(path).name[:30])
+        bar.refresh()
+
+    def on_file(outcome) -> None:
+        line = f"{outcome.status:9s} {outcome.path}"
+        if outcome.error:
+            line += ": " + outcome.error.removeprefix(outcome.path + ": ")
+        elif outcome.status == "indexed":
+            line += f" ({format_time(outcome.duration_s)}, {outcome.num_shots} shots, {outcome.num_frames} frames)"
+        bar.write(line, file=sys.stdout)
+
+    report = client.index([_local_path(p) for p in args.paths], force=args.force, chunk_s=args.chunk_s,
+                          on_progress=on_progress, on_file=on_file)
+    bar.close()
+    counts = {s: sum(1 for o in report.outcomes if o.status == s) for s in ("indexed", "unchanged", "failed")}
+    print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, {counts['failed']} failed")
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace, client: ClipseekClient) -> int:
+    segments = client.search(args.text, top_k=args.top_k, videos=[_local_path(v) for v in args.video or []])
+    if args.json:
+        print(json.dumps([segment_json(s) for s in segments], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not segments:
+        print("no results")
+    for rank, s in enumerate(segments, 1):
+        print(f"{rank:2d}. {s.score:.3f}  {format_time(s.start_s)}-{format_time(s.end_s)}  {s.video}")
+    return EXIT_OK
+
+
+def cmd_videos(args: argparse.Namespace, client: ClipseekClient) -> int:
+    videos = client.videos()
+    if args.json:
+        print(json.dumps([{
+            "video_id": v.video_id, "path": v.path, "duration_s": v.duration_s, "num_shots": v.num_shots,
+            "num_frames": v.num_frames, "indexed_at": v.indexed_at, "complete": v.already_indexed,
+        } for v in videos], indent=2, ensure_ascii=False))
+        return EXIT_OK
+    if not videos:
+        print("nothing indexed yet: run `clipseek index PATH`")
+    for v in videos:
+        print(f"{v.video_id}  {format_time(v.duration_s):>9s}  {v.num_shots:4d} shots  {v.num_frames:5d} frames  "
+              f"{v.path}")
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, client: ClipseekClient) -> int:
+    result = client.delete(_local_path(args.video))
+    print(f"deleted {result.video_id} {result.path}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipseek", description="Find the moment in your videos that matches a sentence.")
+    parser.add_argument("--address", default=None,
+                        help=f"the Flow: http://host:port or grpc://host:port (default $CLIPSEEK_ADDRESS or {default_address()})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the Flow (gRPC and HTTP)")
+    serve.add_argument("--grpc-port", type=int, default=None, help="default $CLIPSEEK_GRPC_PORT or 51000")
+    serve.add_argument("--http-port", type=int, default=None, help="default $CLIPSEEK_HTTP_PORT or 51001")
+    serve.add_argument("--flow", default=None, help="flow.yml to serve (default: the checkout's)")
+
+    index = sub.add_parser("index", help="index video files and folders (recursively)")
+    index.add_argument("paths", nargs="+", metavar="PATH")
+    index.add_argument("--force", action="store_true", help="re-index even if the content is already indexed")
+    index.add_argument("--chunk-s", type=float, default=DEFAULT_CHUNK_S,
+                       help="longest time range sent in one request (long videos are split)")
+    index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    search = sub.add_parser("search", help="find clips matching a sentence")
+    search.add_argument("text")
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--video", action="append", help="search only this video (id or path); repeatable")
+    search.add_argument("--json", action="store_true", help="print a JSON list")
+
+    videos = sub.add_parser("videos", help="list indexed videos")
+    videos.add_argument("--json", action="store_true")
+
+    delete = sub.add_parser("delete", help="remove a video from the index")
+    delete.add_argument("video", help="video id or path")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "serve" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return cmd_serve(args)
+    client = ClipseekClient(args.address)
+    handler = {"index": cmd_index, "search": cmd_search, "videos": cmd_videos, "delete": cmd_delete}[args.command]
+    try:
+        return handler(args, client)
+    except QueryError as exc:
+        print(f"clipseek: bad query: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FlowUnavailableError as exc:
+        print(f"clipseek: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except ClipseekError as exc:
+        print(f"clipseek: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The documents that travel between clipseek's services: read this file to learn the data flow.
+
+Every service, the CLI and the web page import these types; nobody redefines a field.
+
+``/index``   client -> VideoDoc(uri, [start_s, end_s], force)
+             loader fills the probe fields, ``shots`` and ``frames`` (pixels at the encoder's size)
+             image encoder fills ``Frame.embedding`` and drops the pixels
+             indexer stores the frames and answers with the VideoDoc's summary (no frames)
+``/probe``   client -> VideoDoc(uri): the loader expands folders and fills probe fields and the content
+             hash without decoding; the indexer sets ``already_indexed``. Cheap; the client uses it to
+             plan the ``/index`` requests (and to split long videos into time ranges).
+``/search``  client -> Query(text, top_k, video_ids): the text encoder fills ``embedding``, the indexer
+             fills ``segments`` (ranked, non-overlapping clips) or ``error``.
+``/videos``  client -> one empty VideoDoc: the indexer answers with one VideoDoc per indexed video.
+``/delete``  client -> VideoDoc(video_id or uri): the indexer removes the video; ``status`` says so.
+``/thumbnail`` client -> Thumbnail(uri, time_s): the loader fills ``jpeg_base64`` with the frame at that time.
+
+Problems with one document (a missing file, a corrupt video, an empty query) are reported in its
+``error`` field, never raised, so the rest of the request goes on and the services keep serving.
+"""
+
+# No `from __future__ import annotations`: pydantic and jina need the real types at run time.
+
+from docarray import BaseDoc, DocList
+from docarray.typing import NdArray
+
+
+class Shot(BaseDoc):
+    """A continuous take, ``start_s`` inclusive to ``end_s`` exclusive, in seconds of the video."""
+
+    start_s: float
+    end_s: float
+    # False when the shot starts at the start of a requested time range rather than at a real
+    # cut, so the indexer can join it to the shot before it.
+    starts_at_cut: bool = True
+
+
+class Frame(BaseDoc):
+    """One sampled frame of a video, at its real presentation time."""
+
+    time_s: float
+    shot_index: int = 0  # index into VideoDoc.shots
+    pixels: NdArray | None = None  # uint8 HxWx3 RGB, letterboxed to the encoder's square input
+    embedding: NdArray | None = None  # float32, L2-normalised
+
+
+class VideoDoc(BaseDoc):
+    """A video in a request or in the library. The request fields come first."""
+
+    uri: str = ""  # path of the file (or folder, for /probe) as the user named it
+    video_id: str = ""  # stable id: a prefix of the content hash
+    start_s: float | None = None  # optional time range to index, for long videos
+    end_s: float | None = None
+    force: bool = False  # re-index even when the content is already indexed
+
+    # filled by the loader
+    path: str = ""  # resolved absolute path under a media root
+    content_hash: str = ""
+    size_bytes: int = 0
+    duration_s: float = 0.0
+    width_px: int = 0
+    height_px: int = 0
+    fps: float = 0.0
+    shots: DocList[Shot] = DocList[Shot]()
+    frames: DocList[Frame] = DocList[Frame]()
+
+    # filled by the image encoder
+    model: str = ""  # the model that made the embeddings; the index refuses to mix models
+
+    # filled by the indexer
+    already_indexed: bool = False
+    num_shots: int = 0
+    num_frames: int = 0
+    indexed_at: str = ""  # ISO 8601, UTC
+    status: str = ""  # "indexed", "unchanged", "deleted", "probed", "failed"
+    error: str = ""  # why this video failed; empty when it did not
+
+
+class Segment(BaseDoc):
+    """A search result: a clip of one video, ranked by ``score``."""
+
+    video_id: str
+    video: str  # path of the video file
+    start_s: float
+    end_s: float
+    score: float  # cosine similarity of the best frame to the query, in [-1, 1]
+    thumbnail_s: float  # time of the best-matching frame, for the thumbnail and the player
+    duration_s: float = 0.0  # of the whole video
+
+
+class Query(BaseDoc):
+    """A text query and, after ``/search``, its results."""
+
+    text: str = ""
+    top_k: int = 10
+    video_ids: list[str] = []  # restrict the search to these videos (ids or paths); empty = all
+    embedding: NdArray | None = None  # filled by the text encoder
+    model: str = ""  # the model that made the embedding
+    segments: DocList[Segment] = DocList[Segment]()
+    error: str = ""
+
+
+class Thumbnail(BaseDoc):
+    """A frame of a video at ``time_s``, as a base64 JPEG (so it travels as JSON over HTTP too)."""
+
+    uri: str = ""
+    time_s: float = 0.0
+    width_px: int = 320
+    jpeg_base64: str = ""
+    error: str = ""

@@ -1,0 +1,163 @@
+"""Video loader: probe a file, find its shots, sample frames at the encoder's size.
+
+Endpoints: ``/index`` (decode), ``/probe`` (expand folders, probe and hash, no decoding),
+``/thumbnail`` (one frame as JPEG). Everything else passes through.
+"""
+
+# No `from __future__ import annotations` here: jina reads the endpoint types at run time.
+
+import base64
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from docarray import DocList
+from jina import requests
+
+from clipseek.clip_model import DEFAULT_MODEL, image_size_for
+from clipseek.docs import Frame, Shot, Thumbnail, VideoDoc
+from clipseek.errors import ClipseekError, MediaPathError, VideoOpenError
+from clipseek.ffmpeg_cmd import VideoInfo
+from clipseek.media import VIDEO_EXTENSIONS, iter_videos, resolve_media_path, resolve_roots
+from clipseek.service import ClipseekExecutor
+from clipseek.shots import SamplingSettings, scan_frames
+from clipseek.video import FrameReader, content_hash, grab_jpeg, probe
+
+
+@dataclass
+class LoaderSettings:
+    media_roots: list[str] = field(default_factory=lambda: ["."])  # folders the Flow may read
+    model: str = DEFAULT_MODEL  # only to pick the frame size when frame_size_px is 0
+    frame_size_px: int = 0  # frames are letterboxed to this square; 0 = the model's input size
+    max_fps: float = 1.0  # sampling: at most this many frames per second
+    max_gap_s: float = 3.0  # sampling: at least one frame every this many seconds in a shot
+    first_offset_s: float = 0.5  # sampling: first frame this far into a shot
+    drift_threshold: float = 18.0  # sampling: picture change (0-255) that earns an extra frame
+    min_shot_s: float = 0.3  # shot detection: shortest shot
+    adaptive_threshold: float = 3.0  # shot detection: PySceneDetect AdaptiveDetector threshold
+    dark_luma: float = 16.0  # frames darker than this are fades/black: never sampled
+    max_range_s: float = 900.0  # longest time range one /index request may decode
+    video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+
+
+class VideoLoader(ClipseekExecutor):
+    settings_class = LoaderSettings
+    service_name = "loader"
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        s = self.settings
+        self.roots = resolve_roots(s.media_roots)
+        self.size_px = s.frame_size_px or image_size_for(s.model)
+        self.sampling = SamplingSettings(
+            max_fps=s.max_fps, max_gap_s=s.max_gap_s, first_offset_s=s.first_offset_s,
+            drift_threshold=s.drift_threshold, min_shot_s=s.min_shot_s,
+            adaptive_threshold=s.adaptive_threshold, dark_luma=s.dark_luma)
+        self.log.info("video loader: media roots %s, frames %d px", [str(r) for r in self.roots], self.size_px)
+
+    # -- /probe ------------------------------------------------------------------------------
+    @requests(on="/probe")
+    def probe_videos(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
+        out = DocList[VideoDoc]()
+        for doc in docs:
+            try:
+                path = resolve_media_path(doc.uri, self.roots)
+            except MediaPathError as exc:
+                out.append(self._failed(doc, exc))
+                continue
+            if path.is_dir():
+                found = list(iter_videos(path, self.roots, self.settings.video_extensions))
+                if not found:
+                    out.append(self._failed(doc, MediaPathError(f"{doc.uri}: no video files in this folder")))
+                for file in found:
+                    out.append(self._probe_one(VideoDoc(uri=str(file), force=doc.force), file))
+            else:
+                out.append(self._probe_one(doc, path))
+        return out
+
+    def _probe_one(self, doc: VideoDoc, path: Path) -> VideoDoc:
+        try:
+            self._describe(doc, path)
+        except (ClipseekError, OSError) as exc:
+            return self._failed(doc, exc)
+        doc.status = "probed"
+        return doc
+
+    def _describe(self, doc: VideoDoc, path: Path) -> VideoInfo:
+        """Fill the probe fields and the content hash of ``doc``; raises on a file that is no video."""
+        info = probe(path)
+        doc.content_hash = content_hash(path)
+        doc.path = str(path)
+        doc.video_id = doc.content_hash[:16]
+        doc.size_bytes = path.stat().st_size
+        doc.duration_s, doc.width_px, doc.height_px, doc.fps = info.duration_s, info.width_px, info.height_px, info.fps
+        return info
+
+    # -- /index ------------------------------------------------------------------------------
+    @requests(on="/index")
+    def load(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
+        for doc in docs:
+            try:
+                self._load_one(doc)
+            except (ClipseekError, OSError, ValueError) as exc:
+                self._failed(doc, exc)
+        return docs
+
+    def _load_one(self, doc: VideoDoc) -> None:
+        started = time.perf_counter()
+        path = resolve_media_path(doc.uri, self.roots)
+        if path.is_dir():
+            raise MediaPathError(f"{doc.uri}: is a folder; /index takes files (use /probe to list a folder)")
+        info = self._describe(doc, path)
+        start_s = max(0.0, doc.start_s or 0.0)
+        end_s = doc.end_s if doc.end_s is not None else (info.duration_s or None)
+        if info.duration_s and end_s is not None:
+            end_s = min(end_s, info.duration_s)
+        if end_s is not None and end_s <= start_s:
+            raise ValueError(f"{doc.uri}: empty time range {start_s:.3f}-{end_s:.3f} s "
+                             f"(video is {info.duration_s:.3f} s)")
+        span = (end_s if end_s is not None else info.duration_s) - start_s
+        if span > self.settings.max_range_s:
+            raise ValueError(
+                f"{doc.uri}: {span:.0f} s requested, at most {self.settings.max_range_s:.0f} s per request; "
+                f"split it with start_s/end_s (the clipseek client does this for you)")
+        reader = FrameReader(path, info, self.size_px, start_s, end_s)
+        scan = scan_frames(reader, self.sampling, info.fps, self.size_px, info.aspect, start_s,
+                           end_s if end_s is not None else float("inf"))
+        if not scan.num_decoded:
+            raise VideoOpenError(str(path), f"no frame could be decoded from {start_s:.2f} s on",
+                                 reader.stderr_tail)
+        if not scan.frames:
+            raise VideoOpenError(str(path), "every frame is black: nothing to index")
+        if end_s is None:  # the container does not say how long the video is: the frames do
+            end_s = scan.frames[-1].time_s + (1.0 / info.fps if info.fps else 0.04)
+            scan.shots[-1].end_s = end_s
+            doc.duration_s = end_s
+        doc.start_s, doc.end_s = start_s, end_s
+        doc.shots = DocList[Shot]([Shot(start_s=s.start_s, end_s=s.end_s, starts_at_cut=s.starts_at_cut)
+                                   for s in scan.shots])
+        doc.frames = DocList[Frame]([Frame(time_s=f.time_s, shot_index=f.shot_index, pixels=f.pixels)
+                                     for f in scan.frames])
+        doc.status = "decoded"
+        self.log.info("%s [%.1f-%.1f s]: %d frames decoded, %d shots, %d sampled in %.2f s", path, start_s,
+                      end_s, scan.num_decoded, len(scan.shots), len(scan.frames), time.perf_counter() - started)
+
+    # -- /thumbnail --------------------------------------------------------------------------
+    @requests(on="/thumbnail")
+    def thumbnail(self, docs: DocList[Thumbnail], **kwargs: Any) -> DocList[Thumbnail]:
+        for doc in docs:
+            try:
+                path = resolve_media_path(doc.uri, self.roots)
+                jpeg = grab_jpeg(path, probe(path), doc.time_s, doc.width_px)
+                doc.jpeg_base64 = base64.b64encode(jpeg).decode("ascii")
+            except (ClipseekError, OSError) as exc:
+                doc.error = str(exc)
+        return docs
+
+    def _failed(self, doc: VideoDoc, exc: Exception) -> VideoDoc:
+        doc.error = str(exc) or type(exc).__name__
+        doc.status = "failed"
+        doc.frames = DocList[Frame]()
+        self.log.warning("%s", doc.error)
+        return doc
