@@ -1,7 +1,7 @@
 """Loading open_clip models once per process, and embedding frames and queries with them.
 
-``model`` names an open_clip architecture (``ViT-B-32``, ...) or ``demo``, the small model the
-project trains and ships (``clipseek/demo/model``); ``pretrained`` is an open_clip pretrained tag
+``model`` names an open_clip architecture (``ViT-B-32``, ...), ``demo`` (the small model the project
+trains and ships in ``clipseek/demo/model``), or the path of an open_clip JSON config of your own; ``pretrained`` is an open_clip pretrained tag
 (downloaded on first use and cached), a local checkpoint file, or ``none`` for random weights (tests
 and benchmarks of speed only). The demo model goes through the same local-checkpoint path as any
 other file: nothing below special-cases it beyond naming its files.
@@ -54,6 +54,11 @@ def resolve_model(model: str, pretrained: str | None) -> ModelSpec:
     """Turn the ``model``/``pretrained`` settings into a ModelSpec (no torch needed)."""
     model = (model or DEFAULT_MODEL).strip()
     weights = None if pretrained is None or pretrained.strip().lower() in RANDOM_WEIGHTS else pretrained.strip()
+    if model.endswith(".json"):  # an open_clip config file of your own architecture
+        config = Path(model).expanduser().resolve()
+        if not config.is_file():
+            raise ModelLoadError(f"model config not found: {model}")
+        return ModelSpec(config.stem, weights, config.parent)
     if model in {"demo", DEMO_MODEL_NAME}:
         default_file = DEMO_MODEL_DIR / f"{DEMO_MODEL_NAME}.safetensors"
         if pretrained is None or pretrained.strip() == DEFAULT_PRETRAINED:

@@ -59,7 +59,7 @@ def probe(path: Path) -> VideoInfo:
         raise VideoOpenError(str(path), f"ffprobe took over {PROBE_TIMEOUT_S:.0f} s") from None
     stderr = result.stderr.decode(errors="replace")
     if result.returncode != 0:
-        raise VideoOpenError(str(path), "not a readable video file", stderr)
+        raise VideoOpenError(str(path), "not a readable video file (corrupt, truncated or not a video)", stderr)
     try:
         info = parse_probe(json.loads(result.stdout or b"{}"))
     except json.JSONDecodeError:

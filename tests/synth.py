@@ -43,3 +43,43 @@ def make_video(path: Path, segments: list[Segment], size: str = "160x120", fps: 
         t += seg.duration_s
         cuts.append(round(t, 6))
     return cuts
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, capture_output=True)
+
+
+def make_audio_only(path: Path) -> None:
+    _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
+
+
+def make_one_frame(path: Path) -> None:
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25", "-frames:v", "1", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(path))
+
+
+def make_tiny(path: Path, size_px: int = 16) -> None:
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc2=s={size_px}x{size_px}:r=25:d=2", "-c:v", "libx264",
+            "-pix_fmt", "yuv420p", str(path))
+
+
+def make_truncated(source: Path, path: Path, keep: float = 0.5) -> None:
+    data = source.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def make_bad_files(root: Path, good_video: Path) -> dict[str, Path]:
+    """The bad inputs the engine must survive, by name."""
+    files = {
+        "empty": root / "empty.mp4",
+        "random": root / "random_bytes.mp4",
+        "text": root / "notes.txt",
+        "truncated": root / "truncated.mp4",
+        "audio_only": root / "audio_only.mp4",
+    }
+    files["empty"].write_bytes(b"")
+    files["random"].write_bytes(bytes((i * 7919 + 13) % 251 for i in range(50_000)))
+    files["text"].write_text("not a video")
+    make_truncated(good_video, files["truncated"])
+    make_audio_only(files["audio_only"])
+    return files

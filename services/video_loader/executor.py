@@ -77,6 +77,7 @@ class VideoLoader(ClipseekExecutor):
         return out
 
     def _probe_one(self, doc: VideoDoc, path: Path) -> VideoDoc:
+        doc.path = str(path)
         try:
             self._describe(doc, path)
         except (ClipseekError, OSError) as exc:

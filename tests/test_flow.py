@@ -1,0 +1,141 @@
+"""The real Flow, started on free ports, indexed and searched over gRPC and HTTP (tiny random model:
+plumbing; meaning is tested with the demo model in test_demo_search.py)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+from conftest import REPO, TINY_MODEL, RunningFlow
+
+from clipseek.client import ClipseekClient, plan_ranges
+from clipseek.errors import FlowUnavailableError, QueryError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def flow(media_dir, tmp_path_factory):
+    with RunningFlow(TINY_MODEL, "none", str(media_dir), tmp_path_factory.mktemp("ws")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", params=["http", "grpc"])
+def client(request, flow):
+    return ClipseekClient(flow.http if request.param == "http" else flow.grpc)
+
+
+def check_segments(segments, videos):
+    durations = {v.video_id: v.duration_s for v in videos}
+    scores = [s.score for s in segments]
+    assert scores == sorted(scores, reverse=True)
+    spans = {}
+    for s in segments:
+        assert 0.0 <= s.start_s < s.end_s <= durations[s.video_id] + 1e-6
+        assert s.start_s <= s.thumbnail_s <= s.end_s
+        spans.setdefault(s.video_id, []).append((s.start_s, s.end_s))
+    for pairs in spans.values():
+        pairs.sort()
+        assert all(a[1] <= b[0] + 1e-6 for a, b in zip(pairs, pairs[1:], strict=False))
+
+
+def test_index_a_folder_with_bad_files_then_search_over_both_protocols(flow, client, media_dir):
+    report = client.index([str(media_dir)])
+    by_name = {os.path.relpath(o.path, media_dir.resolve()): o for o in report.outcomes}
+    assert by_name["cuts.mp4"].status in ("indexed", "unchanged")
+    assert by_name["sub/blue.mp4"].status in ("indexed", "unchanged")
+    assert by_name["one_frame.mp4"].status in ("indexed", "unchanged")
+    assert by_name["tiny.mp4"].status in ("indexed", "unchanged")
+    for bad, reason in [("bad/empty.mp4", "file is empty"), ("bad/random_bytes.mp4", "not a readable video"),
+                        ("bad/truncated.mp4", "not a readable video"), ("bad/audio_only.mp4", "no video stream")]:
+        assert by_name[bad].status == "failed" and reason in by_name[bad].error, by_name[bad]
+    videos = client.videos()
+    assert {os.path.basename(v.path) for v in videos} == {"cuts.mp4", "blue.mp4", "one_frame.mp4", "tiny.mp4"}
+    segments = client.search("a red screen", top_k=5)
+    assert segments
+    check_segments(segments, videos)
+    # every clip boundary is a shot boundary of the video (cuts at 2.0, 3.5, 6.0) or its start/end
+    cuts = {0.0, 2.0, 3.5, 6.0, 10.04}
+    for s in segments:
+        if s.video.endswith("cuts.mp4"):
+            assert min(abs(s.start_s - c) for c in cuts) <= 0.05 or s.start_s > 6.0  # testsrc2 part is sampled
+    # a second run indexes nothing again
+    again = client.index([str(media_dir / "cuts.mp4")])
+    assert [o.status for o in again.outcomes] == ["unchanged"]
+
+
+def test_bad_queries_get_clear_errors_and_the_service_keeps_serving(flow, client):
+    client.index([str(flow.env["CLIPSEEK_MEDIA_ROOTS"])])
+    for kwargs, message in [({"text": ""}, "empty"), ({"text": "   "}, "empty"),
+                            ({"text": "x", "top_k": 0}, "top_k must be between 1 and 100, got 0"),
+                            ({"text": "x", "top_k": 10**6}, "got 1000000"),
+                            ({"text": "x", "videos": ["no-such-video"]}, "unknown video")]:
+        with pytest.raises(QueryError, match=message):
+            client.search(**kwargs)
+    long = client.search("a red circle " * 800, top_k=3)  # 10,000 characters: truncated, answered
+    assert 1 <= len(long) <= 3
+    only = client.search("anything", top_k=10, videos=[str(flow.env["CLIPSEEK_MEDIA_ROOTS"]) + "/sub/blue.mp4"])
+    assert only and all(s.video.endswith("blue.mp4") for s in only)
+    assert len(client.videos()) == 4  # nothing indexed was lost
+
+
+def test_http_api_answers_plain_json_requests(flow):
+    body = {"data": [{"text": "a red screen", "top_k": 2}]}
+    response = httpx.post(f"{flow.http}/search", json=body, timeout=60)
+    assert response.status_code == 200
+    segments = response.json()["data"][0]["segments"]
+    assert segments and {"video", "video_id", "start_s", "end_s", "score", "thumbnail_s"} <= set(segments[0])
+
+
+def test_long_videos_are_sent_in_time_ranges_and_their_shots_are_joined(flow, media_dir):
+    client = ClipseekClient(flow.http)
+    path = str(media_dir / "cuts.mp4")
+    client.delete(path)
+    outcome = client.index([path], chunk_s=3.0).outcomes[0]  # 10 s video in four ranges of 2.51 s
+    assert outcome.status == "indexed", outcome.error
+    video = next(v for v in client.videos() if v.path.endswith("cuts.mp4"))
+    assert video.already_indexed and video.num_shots == 4  # range edges did not add shots
+    assert plan_ranges(10.04, 3.0) == [(0.0, 2.51), (2.51, 5.02), (5.02, 7.53), (7.53, None)]
+
+
+def test_delete_and_reindex_through_the_client(flow, media_dir):
+    client = ClipseekClient(flow.http)
+    path = str(media_dir / "tiny.mp4")
+    client.index([path])
+    assert client.delete(path).status == "deleted"
+    assert all(not v.path.endswith("tiny.mp4") for v in client.videos())
+    assert client.index([path]).outcomes[0].status == "indexed"
+
+
+def test_thumbnails_come_from_the_loader(flow, media_dir):
+    jpeg = ClipseekClient(flow.grpc).thumbnail(str(media_dir / "cuts.mp4"), 1.0, 120)
+    assert jpeg[:2] == b"\xff\xd8"
+
+
+def test_cli_index_search_videos_delete(flow, media_dir):
+    env = {**os.environ, "CLIPSEEK_ADDRESS": flow.http}
+    cli = [sys.executable, "-m", "clipseek.cli"]
+
+    def run(*args):
+        return subprocess.run([*cli, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+    indexed = run("index", "-q", str(media_dir / "cuts.mp4"), str(media_dir / "bad" / "empty.mp4"))
+    assert indexed.returncode == 1  # one file failed; the other was still indexed
+    assert "failed    " in indexed.stdout and "file is empty" in indexed.stdout and "cuts.mp4" in indexed.stdout
+    found = run("search", "a red screen", "--top-k", "3", "--json")
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)
+    assert results and {"video", "video_id", "start_s", "end_s", "score", "thumbnail_s"} <= set(results[0])
+    listed = json.loads(run("videos", "--json").stdout)
+    assert any(v["path"].endswith("cuts.mp4") for v in listed)
+    empty = run("search", "  ")
+    assert empty.returncode == 2 and "empty" in empty.stderr
+
+
+def test_an_unreachable_flow_is_reported_with_its_address():
+    client = ClipseekClient("http://127.0.0.1:9")
+    with pytest.raises(FlowUnavailableError, match="127.0.0.1:9.*clipseek serve"):
+        client.search("x")
+    assert not client.is_ready()
