@@ -126,9 +126,11 @@ def cmd_delete(args: argparse.Namespace, client: ClipseekClient) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipseek", description="Find the moment in your videos that matches a sentence.")
+    parser = argparse.ArgumentParser(prog="clipseek",
+                                     description="Find the moment in your videos that matches a sentence.")
     parser.add_argument("--address", default=None,
-                        help=f"the Flow: http://host:port or grpc://host:port (default $CLIPSEEK_ADDRESS or {default_address()})")
+                        help="the Flow: http://host:port or grpc://host:port "
+                             f"(default $CLIPSEEK_ADDRESS or {default_address()})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hnswlib
@@ -297,7 +297,7 @@ class FrameStore:
                 record.video_id, max(self._video_numbers.values(), default=-1) + 1)
             record.shots = _join_shots(record.shots + shots)
             record.ranges = _merge_ranges(record.ranges + [[range_start_s, range_end_s]])
-            record.indexed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            record.indexed_at = datetime.now(UTC).isoformat(timespec="seconds")
             if len(embeddings):
                 labels = np.arange(self._next_label, self._next_label + len(embeddings), dtype=np.int64)
                 self._grow_arrays(len(labels))

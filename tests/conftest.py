@@ -85,7 +85,7 @@ class RunningFlow:
     def grpc(self) -> str:
         return f"grpc://127.0.0.1:{self.grpc_port}"
 
-    def __enter__(self) -> "RunningFlow":
+    def __enter__(self) -> RunningFlow:
         from clipseek.serve import ServeSettings, build_flow
 
         self._saved = {k: os.environ.get(k) for k in self.env}

@@ -36,7 +36,7 @@ def test_frames_of_another_size_are_resized_to_the_model_input(tiny):
 def test_running_only_the_real_tokens_gives_the_full_context_embedding(tiny):
     texts = ["a dog jumps into a swimming pool", "一只狗跳进泳池", "red", "a " * 5000]
     fast = tiny.encode_texts(texts)
-    for i, text in enumerate(texts):  # one at a time too, so short texts really run short
+    for text in texts:  # one at a time too, so short texts really run short
         assert np.abs(tiny.encode_texts([text])[0] - tiny.encode_texts_full_context([text])[0]).max() < 1e-5
     assert np.abs(fast - tiny.encode_texts_full_context(texts)).max() < 1e-5
 

@@ -128,7 +128,8 @@ def test_a_crash_while_committing_leaves_the_last_commit_readable(tmp_path, monk
 
     # Crash after the new snapshot's files are written but before CURRENT is switched.
     real_replace = os.replace
-    monkeypatch.setattr(os, "replace", lambda src, dst: crash() if str(dst).endswith("CURRENT") else real_replace(src, dst))
+    monkeypatch.setattr(os, "replace",
+                        lambda src, dst: crash() if str(dst).endswith("CURRENT") else real_replace(src, dst))
     with pytest.raises(OSError, match="simulated"):
         store.commit()
     monkeypatch.undo()

@@ -51,5 +51,6 @@ class ImageEncoder(ClipseekExecutor):
             if not doc.error:
                 doc.model = self.clip.spec.name
         elapsed = time.perf_counter() - started
-        self.log.info("embedded %d frames in %.2f s (%.1f frames/s)", len(work), elapsed, len(work) / max(elapsed, 1e-9))
+        self.log.info("embedded %d frames in %.2f s (%.1f frames/s)", len(work), elapsed,
+                      len(work) / max(elapsed, 1e-9))
         return docs

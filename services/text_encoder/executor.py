@@ -23,7 +23,7 @@ class TextEncoderSettings:
     pretrained: str = DEFAULT_PRETRAINED
     device: str = "auto"
     precision: str = "auto"
-    batch_size: int = 64
+    text_batch_size: int = 64  # queries per model call
     max_query_chars: int = 10000  # longer texts are cut here before tokenising (cheap guard)
 
 
@@ -46,7 +46,7 @@ class TextEncoder(ClipseekExecutor):
             elif not doc.error:
                 todo.append((doc, text[: self.settings.max_query_chars]))
         if todo:
-            embeddings = self.clip.encode_texts([text for _, text in todo], self.settings.batch_size)
+            embeddings = self.clip.encode_texts([text for _, text in todo], self.settings.text_batch_size)
             for (doc, _), embedding in zip(todo, embeddings, strict=True):
                 doc.embedding = embedding
                 doc.model = self.clip.spec.name
