@@ -76,7 +76,7 @@ class ClipseekClient:
         return self._post_grpc(endpoint, docs, doc_type)
 
     def _post_http(self, endpoint: str, docs: DocList, doc_type: type) -> DocList:
-        payload = {"data": [doc.dict(exclude={"id"}) for doc in docs]}
+        payload = {"data": [doc.model_dump(exclude={"id"}) for doc in docs]}
         try:
             response = self._http.post(f"{self.address}{endpoint}", json=_jsonable(payload))
         except httpx.TransportError as exc:

@@ -63,43 +63,10 @@ def media_dir(tmp_path_factory) -> Path:
     return root
 
 
-class RunningFlow:
-    """The real Flow on free ports, with the given model settings; a context manager."""
+def running_flow(model: str, pretrained: str, media_roots: str, workspace: Path, **settings):
+    """The real Flow on free ports with these service settings (a context manager)."""
+    from clipseek.serve import BackgroundFlow, ServeSettings
 
-    def __init__(self, model: str, pretrained: str, media_roots: str, workspace: Path):
-        self.env = {
-            "CLIPSEEK_MODEL": model,
-            "CLIPSEEK_PRETRAINED": pretrained,
-            "CLIPSEEK_MEDIA_ROOTS": media_roots,
-            "CLIPSEEK_WORKSPACE": str(workspace),
-        }
-        self.grpc_port, self.http_port = free_port(), free_port()
-        self.flow = None
-        self._saved: dict[str, str | None] = {}
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc(self) -> str:
-        return f"grpc://127.0.0.1:{self.grpc_port}"
-
-    def __enter__(self) -> RunningFlow:
-        from clipseek.serve import ServeSettings, build_flow
-
-        self._saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)  # the executor processes inherit the environment
-        self.flow = build_flow(ServeSettings(grpc_port=self.grpc_port, http_port=self.http_port))
-        self.flow.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.flow.__exit__(*exc)
-        finally:
-            for key, value in self._saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    overrides = {"model": model, "pretrained": pretrained, "media_roots": [media_roots],
+                 "workspace": str(workspace), **settings}
+    return BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides)

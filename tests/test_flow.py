@@ -8,7 +8,7 @@ import sys
 
 import httpx
 import pytest
-from conftest import REPO, TINY_MODEL, RunningFlow
+from conftest import REPO, TINY_MODEL, running_flow
 
 from clipseek.client import ClipseekClient, plan_ranges
 from clipseek.errors import FlowUnavailableError, QueryError
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def flow(media_dir, tmp_path_factory):
-    with RunningFlow(TINY_MODEL, "none", str(media_dir), tmp_path_factory.mktemp("ws")) as running:
+    with running_flow(TINY_MODEL, "none", str(media_dir), tmp_path_factory.mktemp("ws")) as running:
         yield running
 
 
@@ -66,8 +66,8 @@ def test_index_a_folder_with_bad_files_then_search_over_both_protocols(flow, cli
     assert [o.status for o in again.outcomes] == ["unchanged"]
 
 
-def test_bad_queries_get_clear_errors_and_the_service_keeps_serving(flow, client):
-    client.index([str(flow.env["CLIPSEEK_MEDIA_ROOTS"])])
+def test_bad_queries_get_clear_errors_and_the_service_keeps_serving(flow, client, media_dir):
+    client.index([str(media_dir)])
     for kwargs, message in [({"text": ""}, "empty"), ({"text": "   "}, "empty"),
                             ({"text": "x", "top_k": 0}, "top_k must be between 1 and 100, got 0"),
                             ({"text": "x", "top_k": 10**6}, "got 1000000"),
@@ -76,12 +76,13 @@ def test_bad_queries_get_clear_errors_and_the_service_keeps_serving(flow, client
             client.search(**kwargs)
     long = client.search("a red circle " * 800, top_k=3)  # 10,000 characters: truncated, answered
     assert 1 <= len(long) <= 3
-    only = client.search("anything", top_k=10, videos=[str(flow.env["CLIPSEEK_MEDIA_ROOTS"]) + "/sub/blue.mp4"])
+    only = client.search("anything", top_k=10, videos=[str(media_dir / "sub" / "blue.mp4")])
     assert only and all(s.video.endswith("blue.mp4") for s in only)
     assert len(client.videos()) == 4  # nothing indexed was lost
 
 
-def test_http_api_answers_plain_json_requests(flow):
+def test_http_api_answers_plain_json_requests(flow, media_dir):
+    ClipseekClient(flow.http).index([str(media_dir / "cuts.mp4")])
     body = {"data": [{"text": "a red screen", "top_k": 2}]}
     response = httpx.post(f"{flow.http}/search", json=body, timeout=60)
     assert response.status_code == 200
@@ -109,7 +110,7 @@ def test_delete_and_reindex_through_the_client(flow, media_dir):
     assert client.index([path]).outcomes[0].status == "indexed"
 
 
-def test_thumbnails_come_from_the_loader(flow, media_dir):
+def test_thumbnails_come_from_the_loader(flow, media_dir):  # needs no index
     jpeg = ClipseekClient(flow.grpc).thumbnail(str(media_dir / "cuts.mp4"), 1.0, 120)
     assert jpeg[:2] == b"\xff\xd8"
 

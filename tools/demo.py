@@ -1,0 +1,76 @@
+"""The offline demo: build the demo videos, start the engine on the demo model, index, search.
+
+    python tools/demo.py                 # videos in demo-videos/, index in workspace-demo/, prints searches
+    python tools/demo.py --evaluate      # also: search every shot's caption and print the hit rate
+    python tools/demo.py --serve         # keep serving afterwards (the web page can connect)
+
+Needs no network: the demo model ships in clipseek/demo/model. It only knows its synthetic vocabulary
+(coloured shapes); it is for trying the engine, not for real footage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from clipseek.cli import format_time  # noqa: E402
+from clipseek.client import ClipseekClient  # noqa: E402
+from clipseek.demo.search_eval import evaluate  # noqa: E402
+from clipseek.serve import BackgroundFlow, ServeSettings  # noqa: E402
+
+QUERIES = ["a red circle", "a blue star", "a photo of a green triangle", "a yellow square on a plain background"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--videos-dir", type=Path, default=REPO / "demo-videos")
+    parser.add_argument("--workspace", type=Path, default=REPO / "workspace-demo")
+    parser.add_argument("--videos", type=int, default=24, help="how many demo videos to make")
+    parser.add_argument("--grpc-port", type=int, default=51000)
+    parser.add_argument("--http-port", type=int, default=51001)
+    parser.add_argument("--evaluate", action="store_true", help="search every shot's caption, print the hit rate")
+    parser.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    args = parser.parse_args(argv)
+
+    truth_path = args.videos_dir / "truth.json"
+    if not truth_path.exists() or len(json.loads(truth_path.read_text())["videos"]) != args.videos:
+        print(f"making {args.videos} demo videos in {args.videos_dir} ...", flush=True)
+        sys.path.insert(0, str(REPO / "tools"))
+        from make_demo_videos import main as make_videos
+
+        make_videos([str(args.videos_dir), "--videos", str(args.videos), "--quiet"])
+    settings = ServeSettings(grpc_port=args.grpc_port, http_port=args.http_port)
+    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(args.videos_dir)],
+                 "workspace": str(args.workspace)}
+    print("starting the engine on the demo model ...", flush=True)
+    with BackgroundFlow(settings, overrides) as flow:
+        client = ClipseekClient(flow.http)
+        started = time.perf_counter()
+        report = client.index([str(args.videos_dir)])
+        counts = {s: sum(o.status == s for o in report.outcomes) for s in ("indexed", "unchanged", "failed")}
+        print(f"indexed the library in {time.perf_counter() - started:.1f} s: {counts}")
+        for failed in report.failed:
+            print(f"  failed: {failed.path}: {failed.error}")
+        for text in QUERIES:
+            print(f'\nsearch "{text}"')
+            for rank, segment in enumerate(client.search(text, top_k=3), 1):
+                print(f"  {rank}. {segment.score:.3f}  {format_time(segment.start_s)}-{format_time(segment.end_s)}  "
+                      f"{Path(segment.video).name}")
+        if args.evaluate:
+            print("\n" + evaluate(client, truth_path).report())
+            print(evaluate(client, truth_path, only_within_video=True).report().replace(
+                "shots in", "shots (each search filtered to its own video) in", 1))
+        if args.serve:
+            print(f"\nserving on {flow.http} and {flow.grpc}; Ctrl-C stops", flush=True)
+            flow.flow.block()
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
