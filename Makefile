@@ -3,6 +3,7 @@
 
 MEDIA ?= $(CURDIR)/media
 VENV := .venv/bin
+TEST_APT_PACKAGES := ffmpeg strace docker-compose chromium
 
 install:
 	tools/install.sh
@@ -13,7 +14,8 @@ serve: install  ## index and search your own videos: make serve MEDIA=~/Videos
 demo: install  ## the offline demo: demo videos, demo model, index, searches
 	$(VENV)/python tools/demo.py
 
-test: install  ## the whole suite, as CI runs it
+test:  ## the whole suite, as CI runs it (installs the test tools too: chromium, strace, docker-compose)
+	APT_PACKAGES="$(TEST_APT_PACKAGES)" tools/install.sh
 	$(VENV)/python -m pytest -q -p no:cacheprovider
 
 lint: install

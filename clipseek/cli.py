@@ -5,6 +5,7 @@
     clipseek search "TEXT" [--top-k N] [--video V ...] [--json]
     clipseek videos [--json]
     clipseek delete VIDEO
+    clipseek deploy k8s OUTDIR [--encoder-replicas N] [--image IMG]
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from clipseek.client import DEFAULT_CHUNK_S, ClipseekClient, default_address
+from clipseek.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     delete = sub.add_parser("delete", help="remove a video from the index")
     delete.add_argument("video", help="video id or path")
+
+    add_deploy_parser(sub)
     return parser
 
 
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return cmd_serve(args)
+    if args.command == "deploy":
+        return cmd_deploy(args)
     client = ClipseekClient(args.address)
     handler = {"index": cmd_index, "search": cmd_search, "videos": cmd_videos, "delete": cmd_delete}[args.command]
     try:

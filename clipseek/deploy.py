@@ -1,0 +1,343 @@
+"""Deploying clipseek: Kubernetes manifests generated from ``flow.yml``, and the containers' health check.
+
+    clipseek deploy k8s OUTDIR [--image IMAGE] [--encoder-replicas N] [--indexer-shards N] ...
+    python -m clipseek.deploy health grpc://127.0.0.1:8081     # exit 0 when the service is serving
+
+The manifests come from jina's own ``Flow.to_kubernetes_yaml`` (it knows the gateway's routing
+arguments and the shard head's), run offline: jina asks Jina Hub and Docker Hub about every image it
+writes down, so those two lookups are replaced for the duration of the export. Its output is then
+adapted: one image for every service with ``--uses services/<name>/config.yml``, the gateway on the
+ports of ``clipseek serve``, light probes, a non-root pod, the videos and the index on volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipseek import __version__
+
+DEFAULT_IMAGE = f"clipseek:{__version__}"
+RUN_AS_UID = 10001  # the `clipseek` user of docker/Dockerfile
+MEDIA_MOUNT = "/media"
+WORKSPACE_MOUNT = "/data/workspace"
+LOADER, IMAGE_ENCODER, TEXT_ENCODER, INDEXER = "video_loader", "image_encoder", "text_encoder", "indexer"
+ENCODERS = (IMAGE_ENCODER, TEXT_ENCODER)
+# With several shards the indexer's head sends /index to one shard (whichever is free) and the reads and
+# deletes to all of them. The indexer does not route by content nor merge yet: docs/deployment.md,
+# "Scaling the index", says what that gives today.
+SHARD_POLLING = {"/index": "ANY", "/probe": "ALL", "/search": "ALL", "/videos": "ALL", "/delete": "ALL", "*": "ANY"}
+JINA_EXECUTOR_PORT = 8080  # where jina's export puts every executor in its pod
+
+
+@dataclass
+class K8sOptions:
+    """What ``clipseek deploy k8s`` writes; every field has a command-line option."""
+
+    image: str = DEFAULT_IMAGE  # built from docker/Dockerfile and pushed where the cluster can pull it
+    namespace: str = "clipseek"
+    encoder_replicas: int = 1  # pods per encoder
+    indexer_shards: int = 1  # >1: a head and one StatefulSet per shard (see docs/deployment.md)
+    encoder_gpus: int = 0  # nvidia.com/gpu per encoder pod (0 = CPU)
+    media_claim: str = "clipseek-media"  # an existing PersistentVolumeClaim holding the videos
+    index_storage: str = "20Gi"  # the size of each shard's index volume
+    storage_class: str = ""  # "" = the cluster's default StorageClass
+    env: dict[str, str] = field(default_factory=dict)  # CLIPSEEK_* settings given to every executor
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_replicas", "indexer_shards"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.encoder_gpus < 0:
+            raise ValueError(f"encoder_gpus must be 0 or more, got {self.encoder_gpus}")
+        if not self.image or self.image.startswith(("jinaai", "jinahub", "docker://")):
+            raise ValueError(f"image must be a plain image reference (registry/name:tag), got {self.image!r}")
+        bad = sorted(k for k in self.env if not k.startswith("CLIPSEEK_"))
+        if bad:
+            raise ValueError(f"env takes CLIPSEEK_* settings only, got {', '.join(bad)}")
+
+
+# -- health check (compose healthchecks and Kubernetes probes) ---------------------------------------
+def check_health(target: str, timeout_s: float = 5.0) -> str | None:
+    """None when the service at ``target`` (``grpc://host:port`` or an http URL) is serving, else why not."""
+    if target.startswith("grpc://"):
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        address = target.removeprefix("grpc://")
+        with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
+                                                                  timeout=timeout_s)
+            except grpc.RpcError as exc:
+                return f"{target}: {exc.code().name} {exc.details() or ''}".strip()
+        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+            return f"{target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+        return None
+    if target.startswith(("http://", "https://")):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+        try:
+            with opener.open(target, timeout=timeout_s) as response:
+                return None if response.status == 200 else f"{target}: HTTP {response.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            return f"{target}: {getattr(exc, 'reason', exc)}"
+    raise ValueError(f"health target must be grpc://host:port or an http(s) URL, got {target!r}")
+
+
+# -- Kubernetes --------------------------------------------------------------------------------------
+def _flow_definition(flow_path: Path | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """flow.yml as jina will load it, and each executor's ``uses`` as written (relative to flow.yml)."""
+    import yaml
+
+    from clipseek.serve import REPO_ROOT, ServeSettings, flow_config
+
+    path = Path(flow_path) if flow_path else REPO_ROOT / "flow.yml"
+    written = {e["name"]: e["uses"] for e in yaml.safe_load(path.read_text()).get("executors", [])}
+    missing = sorted({LOADER, *ENCODERS, INDEXER} - set(written))
+    if missing:
+        raise ValueError(f"{path} has no executor named {', '.join(missing)}")
+    return flow_config(ServeSettings(flow=str(path))), written
+
+
+@contextlib.contextmanager
+def _jina_export_offline(image: str) -> Iterator[None]:
+    """jina's export asks Jina Hub for each image's name and Docker Hub for its own version tag (a
+    label it never writes out). Here every image is ours and nothing is asked."""
+    from jina.constants import __default_executor__
+    from jina.orchestrate.deployments.config import docker_compose, helper, k8s
+
+    def image_name(uses: str | None) -> str:
+        if isinstance(uses, str) and uses.startswith("docker://"):
+            return uses.removeprefix("docker://")
+        if uses is None or uses == __default_executor__ or "Gateway" in uses:
+            return image  # the gateway and the shard head run jina's own code: it is in our image
+        raise ValueError(f"only docker:// executors can be exported offline, got {uses!r}")
+
+    def no_hub(uses: str) -> str:
+        raise ValueError(f"refusing to look {uses!r} up on Jina Hub")
+
+    patches = [(module, "resolve_image_name", image_name) for module in (k8s, docker_compose)]
+    patches += [(module, "get_base_executor_version", lambda: "unused") for module in (k8s, docker_compose)]
+    patches += [(helper, "get_image_name", no_hub), (docker_compose, "get_image_name", no_hub)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    try:
+        for module, name, replacement in patches:
+            setattr(module, name, replacement)
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)
+
+
+def _export_config(options: K8sOptions, config: dict[str, Any]) -> dict[str, Any]:
+    config = copy.deepcopy(config)
+    for executor in config["executors"]:
+        name = executor["name"]
+        executor["uses"] = f"docker://{options.image}"
+        executor["env"] = {"JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1", **options.env}
+        if name == LOADER:
+            executor["env"]["CLIPSEEK_MEDIA_ROOTS"] = MEDIA_MOUNT
+        if name in ENCODERS:
+            executor["replicas"] = options.encoder_replicas
+            if options.encoder_gpus:
+                executor["gpus"] = options.encoder_gpus
+        if name == INDEXER:
+            executor["env"]["CLIPSEEK_WORKSPACE"] = WORKSPACE_MOUNT
+            if options.indexer_shards > 1:
+                executor["shards"] = options.indexer_shards
+                executor["polling"] = dict(SHARD_POLLING)
+    return config
+
+
+def _probe(target: str, period_s: int, failures: int) -> dict[str, Any]:
+    return {"exec": {"command": ["python", "-m", "clipseek.deploy", "health", target]},
+            "periodSeconds": period_s, "timeoutSeconds": 10, "failureThreshold": failures}
+
+
+def _replace_args(args: list[str], option: str, values: list[str]) -> list[str]:
+    """``args`` with the values following ``option`` replaced (as many as there were)."""
+    if option not in args:
+        return args
+    at = args.index(option) + 1
+    end = at
+    while end < len(args) and not args[end].startswith("--"):
+        end += 1
+    return args[:at] + values + args[end:]
+
+
+def _adapt(doc: dict[str, Any], options: K8sOptions, uses: dict[str, str], ports: tuple[int, int]) -> dict[str, Any]:
+    """One document of jina's export, adapted to clipseek (see the module docstring)."""
+    kind = doc.get("kind")
+    name = doc["metadata"]["name"]
+    if kind == "Service" and name.startswith("gateway"):
+        port = ports[1] if name.endswith("-http") else ports[0]
+        doc["spec"]["ports"] = [{"name": "http" if name.endswith("-http") else "grpc", "port": port,
+                                 "protocol": "TCP", "targetPort": port}]
+        return doc
+    if kind != "Deployment":
+        return doc
+    template = doc["spec"]["template"]
+    labels = template["metadata"]["labels"]
+    executor, pod_type = labels["jina_deployment_name"], labels["pod_type"]
+    pod = template["spec"]
+    pod["securityContext"] = {"runAsNonRoot": True, "runAsUser": RUN_AS_UID, "runAsGroup": RUN_AS_UID,
+                              "fsGroup": RUN_AS_UID}
+    container = pod["containers"][0]
+    args = [str(a) for a in container["args"]]
+    if pod_type == "GATEWAY":
+        args = _replace_args(args, "--port", [str(p) for p in ports])
+        container["ports"] = [{"containerPort": p} for p in ports]
+        target = f"http://127.0.0.1:{ports[1]}/"
+    else:
+        if pod_type == "WORKER":
+            args = _replace_args(args, "--uses", [uses[executor]])
+        target = f"grpc://127.0.0.1:{JINA_EXECUTOR_PORT}"
+    container["args"] = args
+    # jina's probes run `jina ping` (seconds of CPU each) every 5 s; these ask the gRPC health service.
+    container["startupProbe"] = _probe(target, period_s=10, failures=90)  # 15 min: first model download
+    container["readinessProbe"] = _probe(target, period_s=10, failures=3)
+    container["livenessProbe"] = _probe(target, period_s=30, failures=3)
+    if executor == LOADER and pod_type == "WORKER":
+        pod["volumes"] = [{"name": "media", "persistentVolumeClaim": {"claimName": options.media_claim,
+                                                                      "readOnly": True}}]
+        container["volumeMounts"] = [{"name": "media", "mountPath": MEDIA_MOUNT, "readOnly": True}]
+    if executor == INDEXER and pod_type == "WORKER":
+        doc = _as_stateful_set(doc, options)
+    return doc
+
+
+def _as_stateful_set(doc: dict[str, Any], options: K8sOptions) -> dict[str, Any]:
+    """An indexer shard keeps its index on its own volume: a StatefulSet of one pod with a claim."""
+    name = doc["metadata"]["name"]
+    spec = doc["spec"]
+    claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
+                             "resources": {"requests": {"storage": options.index_storage}}}
+    if options.storage_class:
+        claim["storageClassName"] = options.storage_class
+    spec.pop("strategy", None)
+    spec["serviceName"] = name
+    spec["updateStrategy"] = {"type": "RollingUpdate"}
+    spec["volumeClaimTemplates"] = [{"metadata": {"name": "index"}, "spec": claim}]
+    spec["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "index", "mountPath": WORKSPACE_MOUNT}]
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": doc["metadata"], "spec": spec}
+
+
+def kubernetes_manifests(options: K8sOptions, flow_path: Path | None = None,
+                         ports: tuple[int, int] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The manifests, as ``{relative file path: [YAML documents]}``; ``ports`` = the gateway's (gRPC, HTTP),
+    by default those of ``clipseek serve``."""
+    import yaml
+
+    from clipseek.serve import ServeSettings, quiet_jina_environment
+
+    if ports is None:
+        ports = (ServeSettings.grpc_port, ServeSettings.http_port)
+    config, uses = _flow_definition(flow_path)
+    quiet_jina_environment()
+    from jina import Flow
+
+    manifests: dict[str, list[dict[str, Any]]] = {
+        "namespace.yml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace}}]}
+    with tempfile.TemporaryDirectory(prefix="clipseek-k8s-") as tmp, _jina_export_offline(options.image):
+        flow = Flow.load_config(_export_config(options, config))
+        flow.logger.logger.setLevel(logging.WARNING)  # it would announce files "created under" our temp folder
+        flow.to_kubernetes_yaml(tmp, k8s_namespace=options.namespace)
+        for path in sorted(Path(tmp).rglob("*.yml")):
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+            manifests[str(path.relative_to(tmp))] = [_adapt(d, options, uses, ports) for d in docs]
+    return manifests
+
+
+def write_kubernetes(outdir: Path, options: K8sOptions, flow_path: Path | None = None) -> list[Path]:
+    """Write the manifests under ``outdir`` (created); returns the files written."""
+    import yaml
+
+    written = []
+    for relative, docs in kubernetes_manifests(options, flow_path).items():
+        path = Path(outdir) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+        written.append(path)
+    return written
+
+
+# -- command line ------------------------------------------------------------------------------------
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("CLIPSEEK_"):
+        raise argparse.ArgumentTypeError(f"expected CLIPSEEK_NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def add_deploy_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``clipseek deploy k8s OUTDIR ...``"""
+    defaults = K8sOptions()
+    deploy = subparsers.add_parser("deploy", help="write deployment files (Kubernetes manifests)")
+    targets = deploy.add_subparsers(dest="target", required=True)
+    k8s = targets.add_parser("k8s", help="Kubernetes manifests from flow.yml (kubectl apply -R -f OUTDIR)")
+    k8s.add_argument("outdir", metavar="OUTDIR", type=Path)
+    k8s.add_argument("--image", default=defaults.image,
+                     help=f"the image of docker/Dockerfile, pushed where the cluster pulls (default {defaults.image})")
+    k8s.add_argument("--namespace", default=defaults.namespace)
+    k8s.add_argument("--encoder-replicas", type=int, default=defaults.encoder_replicas, metavar="N",
+                     help="pods per encoder (more than 1 needs a gRPC-aware mesh such as Linkerd to spread the load)")
+    k8s.add_argument("--indexer-shards", type=int, default=defaults.indexer_shards, metavar="N",
+                     help="index shards (experimental beyond 1: see docs/deployment.md)")
+    k8s.add_argument("--encoder-gpus", type=int, default=defaults.encoder_gpus, metavar="N",
+                     help="NVIDIA GPUs per encoder pod")
+    k8s.add_argument("--media-claim", default=defaults.media_claim,
+                     help="existing PersistentVolumeClaim with the videos (mounted read-only at /media)")
+    k8s.add_argument("--index-storage", default=defaults.index_storage, help="volume size of each index shard")
+    k8s.add_argument("--storage-class", default=defaults.storage_class, help="StorageClass of the index volumes")
+    k8s.add_argument("--env", type=_env_pair, action="append", default=[], metavar="CLIPSEEK_NAME=VALUE",
+                     help="a setting for every executor (repeatable), e.g. CLIPSEEK_MODEL=ViT-B-32")
+    k8s.add_argument("--flow", type=Path, default=None, help="flow.yml (default: the checkout's)")
+    return deploy
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    try:
+        options = K8sOptions(image=args.image, namespace=args.namespace, encoder_replicas=args.encoder_replicas,
+                             indexer_shards=args.indexer_shards, encoder_gpus=args.encoder_gpus,
+                             media_claim=args.media_claim, index_storage=args.index_storage,
+                             storage_class=args.storage_class, env=dict(args.env))
+        written = write_kubernetes(args.outdir, options, args.flow)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"clipseek deploy: {exc}", file=sys.stderr)
+        return 2
+    if options.indexer_shards > 1:
+        print("clipseek deploy: warning: the indexer is not shard-aware yet: with several shards, search returns "
+              "each shard's results unmerged and the same video can be indexed twice (docs/deployment.md, "
+              "\"Scaling the index\")", file=sys.stderr)
+    print(f"wrote {len(written)} files under {args.outdir}; apply with:\n"
+          f"  kubectl apply -f {args.outdir / 'namespace.yml'} && kubectl apply -R -f {args.outdir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clipseek.deploy health TARGET``: the health check the containers run."""
+    parser = argparse.ArgumentParser(prog="python -m clipseek.deploy")
+    sub = parser.add_subparsers(dest="command", required=True)
+    health = sub.add_parser("health", help="exit 0 when the service at TARGET is serving")
+    health.add_argument("target", help="grpc://host:port (an executor) or an http(s) URL")
+    health.add_argument("--timeout-s", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    problem = check_health(args.target, args.timeout_s)
+    if problem:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
