@@ -3,8 +3,9 @@
 ``model`` names an open_clip architecture (``ViT-B-32``, ...), ``demo`` (the small model the
 project trains and ships in ``clipseek/demo/model``), or the path of an open_clip JSON config;
 ``pretrained`` is an open_clip pretrained tag (downloaded on first use and cached), a local
-checkpoint file, or ``none`` for random weights (tests and benchmarks of speed only). The demo model goes through the same local-checkpoint path as any
-other file: nothing below special-cases it beyond naming its files.
+checkpoint file, or ``none`` for random weights (tests and benchmarks of speed only). The demo
+model goes through the same local-checkpoint path as any other file: nothing below special-cases it
+beyond naming its files.
 """
 
 from __future__ import annotations

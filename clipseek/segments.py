@@ -1,10 +1,14 @@
 """From frame scores to clips: pure functions, no index and no jina.
 
-A clip is built inside a shot around its best-matching frame: neighbouring sampled frames whose
-score is within ``merge_margin`` of the best join it; the clip ends at the shot's boundary, or half
-way to the first neighbour that does not match. Clips that touch (across a shot boundary) and score
-within ``merge_margin`` of each other are merged. Clips never overlap and stay inside the shot and
-the video, because they are cut from disjoint runs of frames inside [0, duration].
+A clip is built inside a shot around its best-matching frame: neighbouring sampled frames that match
+about as well join it; the clip ends at the shot's boundary, or half way to the first neighbour that
+does not match. "About as well" is within ``Margin.of(best)``: at least ``absolute``, and at least
+``relative`` of the way from the best score down to the background (the typical score of the
+query's candidate frames), so it adapts to how spread a model's scores are. Clips that touch across
+a shot boundary are merged only when they score within ``absolute`` of each other: a detected cut is
+strong evidence of a new subject, so the bar to undo it is higher than the bar inside a shot. Clips
+never overlap and stay inside the shot and the video, because they are cut from disjoint runs of
+frames inside [0, duration].
 """
 
 from __future__ import annotations
@@ -20,6 +24,20 @@ class ScoredFrame:
 
 
 @dataclass(frozen=True)
+class Margin:
+    """How far below a clip's best score a frame may be and still belong to the clip."""
+
+    absolute: float = 0.03
+    relative: float = 0.5
+    background: float | None = None  # typical score of the query's candidates (e.g. their median)
+
+    def of(self, best: float) -> float:
+        if self.background is None:
+            return self.absolute
+        return max(self.absolute, self.relative * (best - self.background))
+
+
+@dataclass(frozen=True)
 class Clip:
     start_s: float
     end_s: float
@@ -28,7 +46,7 @@ class Clip:
 
 
 def clips_in_shot(shot_start_s: float, shot_end_s: float, frames: list[ScoredFrame],
-                  merge_margin: float) -> list[Clip]:
+                  margin: Margin) -> list[Clip]:
     """Disjoint clips inside one shot; ``frames`` are the shot's sampled frames in time order."""
     if not frames or shot_end_s <= shot_start_s:
         return []
@@ -38,7 +56,7 @@ def clips_in_shot(shot_start_s: float, shot_end_s: float, frames: list[ScoredFra
     for best in order:
         if assigned[best] or not frames[best].is_hit:
             continue
-        floor = frames[best].score - merge_margin
+        floor = frames[best].score - margin.of(frames[best].score)
         lo = hi = best
         while lo > 0 and not assigned[lo - 1] and frames[lo - 1].score >= floor:
             lo -= 1
@@ -53,13 +71,13 @@ def clips_in_shot(shot_start_s: float, shot_end_s: float, frames: list[ScoredFra
     return clips
 
 
-def merge_touching(clips: list[Clip], merge_margin: float, epsilon_s: float = 1e-3) -> list[Clip]:
-    """Merge clips of one video that touch end to start and score within ``merge_margin``."""
+def merge_touching(clips: list[Clip], margin: Margin, epsilon_s: float = 1e-3) -> list[Clip]:
+    """Merge clips of one video that touch end to start and score within ``margin.absolute``."""
     merged: list[Clip] = []
     for clip in sorted(clips, key=lambda c: c.start_s):
         if merged:
             last = merged[-1]
-            if abs(clip.start_s - last.end_s) <= epsilon_s and abs(clip.score - last.score) <= merge_margin:
+            if abs(clip.start_s - last.end_s) <= epsilon_s and abs(clip.score - last.score) <= margin.absolute:
                 best = last if last.score >= clip.score else clip
                 merged[-1] = Clip(last.start_s, max(last.end_s, clip.end_s), best.score, best.best_time_s)
                 continue

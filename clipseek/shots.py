@@ -31,6 +31,54 @@ from clipseek.video import DecodedFrame
 logger = logging.getLogger("clipseek.shots")
 
 
+class ChromaCutDetector:
+    """Cuts where the colours in the picture change at once, even if its brightness does not.
+
+    PySceneDetect's detectors average over the whole frame, so a small object that changes hue
+    between two shots of equal brightness (a red cross cut to a blue cross) scores too low. This
+    compares hue/saturation histograms of consecutive frames (grey pixels go to brightness bins, so
+    noise and fades barely count) and reports a frame whose change is large both absolutely and
+    against its neighbours (the same adaptive test as AdaptiveDetector, so steady motion is not a cut).
+    """
+
+    HUE_BINS = 18
+    GREY_BINS = 4
+
+    def __init__(self, threshold: float, ratio: float = 3.0, window: int = 2, min_gap_frames: int = 1):
+        self.threshold = threshold
+        self.ratio = ratio
+        self.window = window
+        self.min_gap_frames = min_gap_frames
+        self._previous: np.ndarray | None = None
+        self._scores: deque[tuple[int, float]] = deque(maxlen=2 * window + 1)
+        self._last_cut = -(10**9)
+
+    @classmethod
+    def histogram(cls, rgb: np.ndarray) -> np.ndarray:
+        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.int32)
+        chromatic = (hsv[:, 1] >= 48) & (hsv[:, 2] >= 48)
+        bins = np.where(chromatic, hsv[:, 0] * cls.HUE_BINS // 180,
+                        cls.HUE_BINS + hsv[:, 2] * cls.GREY_BINS // 256)
+        counts = np.bincount(bins, minlength=cls.HUE_BINS + cls.GREY_BINS).astype(np.float32)
+        return counts / max(1.0, counts.sum())
+
+    def process(self, index: int, rgb: np.ndarray) -> list[int]:
+        """Feed frame ``index``; returns the cut frames it can now decide (``window`` frames back)."""
+        hist = self.histogram(rgb)
+        score = 0.0 if self._previous is None else float(np.abs(hist - self._previous).sum() / 2)
+        self._previous = hist
+        self._scores.append((index, score))
+        if len(self._scores) < self._scores.maxlen:
+            return []
+        target, value = self._scores[self.window]
+        others = [v for i, (_, v) in enumerate(self._scores) if i != self.window]
+        if (value >= self.threshold and value >= self.ratio * (sum(others) / len(others) + 1e-3)
+                and target - self._last_cut >= self.min_gap_frames):
+            self._last_cut = target
+            return [target]
+        return []
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     max_fps: float = 1.0  # at most this many sampled frames per second of video
@@ -40,7 +88,9 @@ class SamplingSettings:
     min_shot_s: float = 0.3  # shortest shot the detector reports
     adaptive_threshold: float = 3.0  # PySceneDetect AdaptiveDetector settings
     min_content_val: float = 15.0
-    dark_luma: float = 16.0  # frames darker than this (mean luma 0-255) are fades/black, never sampled
+    dark_luma: float = 24.0  # frames whose brightest 2% are darker than this (0-255) are black: never sampled
+    chroma_threshold: float = 0.06  # share of pixels that change colour bin at once for a colour cut
+    fade_window_s: float = 1.0  # detector cuts this close to a black run are the fade's ramp, not cuts
 
     def __post_init__(self) -> None:
         if self.max_fps <= 0:
@@ -62,6 +112,7 @@ class ShotRecord:
     end_s: float
     starts_at_cut: bool
     num_samples: int = 0
+    by_detector: bool = False  # began at a detector cut (not a fade, not the range start)
 
 
 @dataclass
@@ -102,7 +153,9 @@ class ShotSampler:
             min_scene_len=max(1, round(settings.min_shot_s * self.fps)),
             min_content_val=settings.min_content_val,
         )
-        self.lag = self.detector.window_width + 1
+        self.chroma = ChromaCutDetector(settings.chroma_threshold, ratio=settings.adaptive_threshold,
+                                        min_gap_frames=max(1, round(settings.min_shot_s * self.fps)))
+        self.lag = max(self.detector.window_width, self.chroma.window) + 1
         self._delay: deque[tuple[DecodedFrame, np.ndarray, float]] = deque()
         self._cut_indices: set[int] = set()
         self.scan = ShotScan()
@@ -112,6 +165,7 @@ class ShotSampler:
         self._last_thumb: np.ndarray | None = None
         self._dark_start: float | None = None
         self._cut_in_dark = False
+        self._fade_end_t: float | None = None  # first bright frame after the last fade through black
         self._seen_content = False
 
     # -- input -------------------------------------------------------------------------------
@@ -119,11 +173,15 @@ class ShotSampler:
         y0, y1, x0, x1 = self.box
         picture = np.ascontiguousarray(frame.pixels[y0:y1, x0:x1])
         grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
-        luma = float(grey.mean())
+        # "Black" means nearly every pixel is dark (the 98th percentile), so a dark scene with a
+        # bright object in it is not mistaken for the black of a fade.
+        flat = grey.reshape(-1)
+        luma = float(np.partition(flat, int(0.98 * (flat.size - 1)))[int(0.98 * (flat.size - 1))])
         thumb = cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
         timecode = FrameTimecode(frame.index, fps=self.fps)
         for cut in self.detector.process_frame(timecode, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
             self._cut_indices.add(cut.frame_num)
+        self._cut_indices.update(self.chroma.process(frame.index, picture))
         self.scan.num_decoded += 1
         self._delay.append((frame, thumb, luma))
         while len(self._delay) > self.lag:
@@ -156,9 +214,27 @@ class ShotSampler:
     def _open_shot(self, start_s: float) -> None:
         self._shot = ShotRecord(start_s, self.range_end_s, starts_at_cut=True)
 
-    def _split(self, at_s: float) -> None:
+    def _split(self, at_s: float, by_detector: bool = False) -> None:
         self._close_shot(at_s)
         self._open_shot(at_s)
+        self._shot.by_detector = by_detector
+
+    def _absorb_fade_tail(self) -> None:
+        """The detector cut inside a fade-out: the short shot since that cut is the previous shot's
+        tail. Join it back (its dim samples are dropped when the previous shot has its own)."""
+        tail_index = len(self.scan.shots)
+        previous = self.scan.shots.pop()
+        tail = [f for f in self.scan.frames if f.shot_index == tail_index]
+        if previous.num_samples:
+            self.scan.frames = [f for f in self.scan.frames if f.shot_index != tail_index]
+            self._pending = []
+            self._last_sample_t = self._last_sample_t if self._last_sample_t is not None else previous.start_s
+        else:
+            for frame in tail:
+                frame.shot_index = tail_index - 1
+            previous.num_samples = len(tail)
+        previous.end_s = self.range_end_s
+        self._shot = previous
 
     # -- sampling ----------------------------------------------------------------------------
     def _take(self, time_s: float, pixels: np.ndarray, thumb: np.ndarray | None) -> None:
@@ -180,11 +256,16 @@ class ShotSampler:
             # Content, then black, then content (or a cut on either side of the black): a fade
             # through black. The boundary goes in the middle of the dark run.
             if self._seen_content or is_cut or self._cut_in_dark:
+                while (self._shot.by_detector and self.scan.shots
+                       and self._dark_start - self._shot.start_s <= s.fade_window_s):
+                    self._absorb_fade_tail()
                 self._split((self._dark_start + t) / 2)
+                self._fade_end_t = t
             self._dark_start = None
             self._cut_in_dark = False
-        elif is_cut:
-            self._split(t)
+        elif is_cut and not (self._fade_end_t is not None and t - self._fade_end_t <= s.fade_window_s
+                             and not self._shot.by_detector):
+            self._split(t, by_detector=True)
         self._seen_content = True
         if self._last_sample_t is None:
             self._pending.append((t, frame.pixels, thumb))

@@ -29,7 +29,7 @@ import hnswlib
 import numpy as np
 
 from clipseek.errors import ClipseekError, QueryError
-from clipseek.segments import Clip, ScoredFrame, clamp, clips_in_shot, merge_touching, rank
+from clipseek.segments import Clip, Margin, ScoredFrame, clamp, clips_in_shot, merge_touching, rank
 
 logger = logging.getLogger("clipseek.store")
 
@@ -311,7 +311,7 @@ class FrameStore:
 
     # -- search ------------------------------------------------------------------------------
     def search(self, query: np.ndarray, top_k: int, video_ids: list[str] | None = None,
-               merge_margin: float = 0.03, oversample: int = 8, min_candidates: int = 100
+               margin: Margin | None = None, oversample: int = 8, min_candidates: int = 100
                ) -> list[tuple[VideoRecord, Clip]]:
         """Ranked, non-overlapping clips for a unit query vector."""
         with self._lock:
@@ -335,6 +335,7 @@ class FrameStore:
             filter_fn = None if allowed is None else (lambda label: int(video_of[label]) in allowed)
             labels, distances = index.knn_query(query, k=k, filter=filter_fn)
             hits = dict(zip(labels[0].tolist(), (1.0 - distances[0]).tolist(), strict=True))
+            margin = Margin(**{**(margin or Margin()).__dict__, "background": float(np.median(1.0 - distances[0]))})
             numbers = {n: vid for vid, n in self._video_numbers.items()}
             by_shot: dict[tuple[str, int], None] = {}
             for label in hits:
@@ -360,10 +361,10 @@ class FrameStore:
                 frames = [ScoredFrame(float(t), float(s), int(lab) in hits)
                           for t, s, lab in zip(times[lo:hi], scores, shot_labels, strict=True)]
                 per_video.setdefault(video_id, []).extend(
-                    clips_in_shot(shot.start_s, shot.end_s, frames, merge_margin))
+                    clips_in_shot(shot.start_s, shot.end_s, frames, margin))
             for video_id, clips in per_video.items():
                 duration = self.videos[video_id].duration_s
-                results.extend((video_id, clamp(c, duration)) for c in merge_touching(clips, merge_margin))
+                results.extend((video_id, clamp(c, duration)) for c in merge_touching(clips, margin))
             return [(self.videos[v], clip) for v, clip in rank(results, top_k)]
 
 

@@ -132,8 +132,8 @@ def test_memory_of_sampling_does_not_depend_on_video_length(tmp_path):
     path = tmp_path / "long.mp4"
     make_video(path, [Segment("x", 60.0, source="testsrc2")], size="64x48", fps=10)
     result = scan(path, max_gap_s=5.0, max_fps=0.2)
-    assert len(result.shots) == 1
-    assert 60 / 5.0 - 1 <= len(result.frames) <= 60 * 0.2 + 1
+    assert len(result.shots) <= 4  # testsrc2 has a few abrupt colour changes of its own
+    assert 60 / 5.0 - 1 <= len(result.frames) <= 60 * 0.2 + len(result.shots)
 
 
 def test_probe_errors_name_the_file_and_the_reason(tmp_path):

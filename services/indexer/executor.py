@@ -18,6 +18,7 @@ from jina import requests
 
 from clipseek.docs import Query, Segment, VideoDoc
 from clipseek.errors import ClipseekError
+from clipseek.segments import Margin
 from clipseek.service import ClipseekExecutor
 from clipseek.store import FrameStore, IndexSettings, ShotSpan, VideoRecord
 
@@ -29,7 +30,8 @@ class IndexerSettings:
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 128  # raised to the number of candidates when that is larger
     max_top_k: int = 100  # largest top_k a search may ask for
-    merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip
+    merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
+    merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
     oversample: int = 8  # frame candidates fetched per requested clip
 
 
@@ -166,7 +168,8 @@ class Indexer(ClipseekExecutor):
                 raise ClipseekError(f"unknown video(s) in the filter: {', '.join(unknown)}")
             video_ids = sorted({record.video_id for record in found.values()})
         results = self.store.search(np.asarray(query.embedding, dtype=np.float32), query.top_k, video_ids,
-                                    merge_margin=self.settings.merge_margin, oversample=self.settings.oversample)
+                                    margin=Margin(self.settings.merge_margin, self.settings.merge_relative),
+                                    oversample=self.settings.oversample)
         query.segments = DocList[Segment]([
             Segment(video_id=record.video_id, video=record.path, start_s=round(clip.start_s, 3),
                     end_s=round(clip.end_s, 3), score=round(clip.score, 5),

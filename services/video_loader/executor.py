@@ -36,7 +36,9 @@ class LoaderSettings:
     drift_threshold: float = 18.0  # sampling: picture change (0-255) that earns an extra frame
     min_shot_s: float = 0.3  # shot detection: shortest shot
     adaptive_threshold: float = 3.0  # shot detection: PySceneDetect AdaptiveDetector threshold
-    dark_luma: float = 16.0  # frames darker than this are fades/black: never sampled
+    dark_luma: float = 24.0  # frames whose brightest 2% are darker than this are black: never sampled
+    chroma_threshold: float = 0.06  # shot detection: share of pixels changing colour at once for a cut
+    fade_window_s: float = 1.0  # shot detection: cuts this close to a black run belong to the fade
     max_range_s: float = 900.0  # longest time range one /index request may decode
     video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
@@ -53,7 +55,8 @@ class VideoLoader(ClipseekExecutor):
         self.sampling = SamplingSettings(
             max_fps=s.max_fps, max_gap_s=s.max_gap_s, first_offset_s=s.first_offset_s,
             drift_threshold=s.drift_threshold, min_shot_s=s.min_shot_s,
-            adaptive_threshold=s.adaptive_threshold, dark_luma=s.dark_luma)
+            adaptive_threshold=s.adaptive_threshold, dark_luma=s.dark_luma,
+            chroma_threshold=s.chroma_threshold, fade_window_s=s.fade_window_s)
         self.log.info("video loader: media roots %s, frames %d px", [str(r) for r in self.roots], self.size_px)
 
     # -- /probe ------------------------------------------------------------------------------

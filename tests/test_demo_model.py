@@ -1,0 +1,179 @@
+"""The shipped demo model and the demo video generator.
+
+The model is loaded the way the engine loads it (open_clip config + local .safetensors, offline) and scored
+on frames drawn from a seed that neither training nor ``tools/eval_demo_model.py`` uses. The videos are
+decoded again and compared frame by frame with what the generator drew, so their truth is exact.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from safetensors import safe_open
+
+from clipseek.demo import EVAL_SEED, MODEL_CONFIG_PATH, MODEL_NAME, MODEL_WEIGHTS_PATH, TRAIN_SEED, vocab
+from clipseek.imaging import mean_luma
+
+TOOLS_DIR = Path(__file__).resolve().parents[1] / "tools"
+TEST_SEED = 31_337  # neither the training seed nor the evaluation seed
+
+# Measured on frames from TEST_SEED with the shipped checkpoint: text->image 100%, image->text 100%
+# (3 x 64 frames; 100% / 100% on 10 x 64 frames from EVAL_SEED too). The bars sit a little below (3 misses
+# in 192 frames); raise them with a better checkpoint, never lower them to pass.
+MIN_TEXT_TO_IMAGE_TOP1 = 0.98
+MIN_IMAGE_TO_TEXT_TOP1 = 0.98
+
+
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` (the tools are scripts, not a package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, TOOLS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the module is executing
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    return load_tool("eval_demo_model")
+
+
+@pytest.fixture(scope="module")
+def demo_model(evaluation):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")  # a wrong name must fail at once, not after retries
+        open_clip.add_model_config(MODEL_CONFIG_PATH)
+        model = open_clip.create_model(MODEL_NAME, pretrained=str(MODEL_WEIGHTS_PATH))
+        model.eval()
+        tokenizer = open_clip.get_tokenizer(MODEL_NAME)
+    return model, tokenizer
+
+
+def scene_frame(shape: str, colour: str, seed: int = TEST_SEED):
+    rng = np.random.default_rng([seed, vocab.SHAPES.index(shape), list(vocab.COLOURS).index(colour)])
+    return vocab.render_scene(vocab.random_scene(rng, shape, colour, size_range=(0.35, 0.55)), 320, 240)
+
+
+def test_shipped_checkpoint_is_small_fp16_and_keyed_like_open_clip(demo_model):
+    model, _ = demo_model
+    assert MODEL_WEIGHTS_PATH.stat().st_size < 10_000_000
+    with safe_open(str(MODEL_WEIGHTS_PATH), framework="pt") as weights:
+        keys = set(weights.keys())
+        dtypes = {weights.get_tensor(key).dtype for key in keys}
+    assert keys == set(model.state_dict())
+    assert torch.float16 in dtypes and torch.float32 not in dtypes
+
+
+def test_config_context_fits_every_caption_phrasing(demo_model):
+    _, tokenizer = demo_model
+    config = json.loads(MODEL_CONFIG_PATH.read_text())
+    longest = max(len(tokenizer.encode(text)) for concept in vocab.CONCEPTS
+                  for text in vocab.captions(concept.shape, concept.colour))
+    assert longest + 2 <= config["text_cfg"]["context_length"]  # + start and end of text
+
+
+def test_heldout_frames_are_retrieved_by_caption_and_captioned_correctly(demo_model, evaluation):
+    assert TEST_SEED not in (TRAIN_SEED, EVAL_SEED)
+    model, tokenizer = demo_model
+    scores = evaluation.retrieval_scores(model, tokenizer, evaluation.heldout_frames(TEST_SEED, trials=3))
+    assert scores.text_to_image >= MIN_TEXT_TO_IMAGE_TOP1, str(scores)
+    assert scores.image_to_text >= MIN_IMAGE_TO_TEXT_TOP1, str(scores)
+
+
+@pytest.mark.parametrize(("query", "match", "other"), [
+    ("a red circle", ("circle", "red"), ("square", "blue")),
+    ("a yellow star", ("star", "yellow"), ("circle", "yellow")),
+    ("a blue heart", ("heart", "blue"), ("heart", "purple")),
+    ("a photo of a white ring", ("ring", "white"), ("circle", "white")),
+    ("an orange triangle", ("triangle", "orange"), ("triangle", "red")),
+    ("green cross", ("cross", "green"), ("star", "green")),
+    ("a cyan diamond", ("diamond", "cyan"), ("square", "cyan")),
+])
+def test_caption_is_nearer_its_own_frame_than_another(demo_model, evaluation, query, match, other):
+    model, tokenizer = demo_model
+    text = evaluation.encode_texts(model, tokenizer, [query])
+    images = evaluation.encode_frames(model, [scene_frame(*match), scene_frame(*other)])
+    similarity = (text @ images.T)[0]
+    assert similarity[0] > similarity[1], f"{query!r}: {match} {similarity[0]:.3f} vs {other} {similarity[1]:.3f}"
+
+
+def test_encode_argv_pipes_raw_rgb_into_h264():
+    videos = load_tool("make_demo_videos")
+    argv = videos.encode_argv(Path("out/demo.mp4"), 320, 240, 25)
+    assert argv[0] == "ffmpeg" and argv[-1] == str(Path("out/demo.mp4"))
+    joined = " ".join(argv)
+    for part in ("-f rawvideo", "-pix_fmt rgb24", "-s 320x240", "-r 25", "-i pipe:", "-c:v libx264",
+                 "-pix_fmt yuv420p", "-g 50"):
+        assert part in joined
+
+
+def probe_duration_s(path: Path) -> float:
+    argv = ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)]
+    return float(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+
+
+def block_means(frame: np.ndarray, block_px: int = 4) -> np.ndarray:
+    height, width, _ = frame.shape
+    blocks = frame.reshape(height // block_px, block_px, width // block_px, block_px, 3)
+    return blocks.astype(np.float32).mean(axis=(1, 3))
+
+
+def test_demo_videos_match_their_truth_to_the_frame(tmp_path, evaluation):
+    videos = load_tool("make_demo_videos")
+    truth = videos.main([str(tmp_path), "--videos", "2", "--seed", "5", "--quiet"])
+    assert json.loads((tmp_path / "truth.json").read_text()) == truth
+    plans = videos.plan_library(2, seed=5)
+    frame_s = 1 / truth["fps"]
+    for plan, entry in zip(plans, truth["videos"], strict=True):
+        path = tmp_path / entry["file"]
+        assert abs(probe_duration_s(path) - entry["duration_s"]) <= frame_s
+        shots = entry["shots"]
+        assert shots[0]["start_s"] == 0 and shots[-1]["end_s"] == entry["duration_s"]
+        for before, after in zip(shots, shots[1:], strict=False):
+            assert before["end_s"] == after["start_s"]
+            assert (before["shape"], before["colour"]) != (after["shape"], after["colour"])
+        for shot in shots:
+            assert shot["caption"] == vocab.caption(shot["shape"], shot["colour"])
+            assert shot["end_s"] - shot["start_s"] >= 0.5
+            frame_index = shot["start_s"] / frame_s
+            assert abs(frame_index - round(frame_index)) < 1e-6
+
+        # Every decoded frame is the frame drawn for it: shots start and end where the truth says. Frames
+        # are compared as means of 4x4 blocks, so H.264 smoothing a noisy background does not count.
+        drawn_frames = videos.video_frames(plan)
+        decoded = evaluation.decoded_video_frames(path, entry["width"], entry["height"])
+        count = 0
+        for count, (drawn, decoded_frame) in enumerate(zip(drawn_frames, decoded, strict=True), start=1):
+            error = np.abs(block_means(drawn) - block_means(decoded_frame)).mean()
+            assert error < 4.0, f"{entry['file']} frame {count - 1}: mean error {error:.1f}"
+        assert count == entry["frames"]
+
+
+def test_first_video_has_long_and_short_shots_a_fade_and_an_equal_brightness_cut():
+    videos = load_tool("make_demo_videos")
+    plan = videos.plan_library(1, seed=videos.DEFAULT_SEED)[0]
+    entry = videos.truth_of(plan)
+    lengths_s = [shot["end_s"] - shot["start_s"] for shot in entry["shots"]]
+    assert entry["file"] == "demo_01.mp4" and len(lengths_s) >= 8
+    assert min(lengths_s) < 1.0 and max(lengths_s) >= 20.0
+
+    frames = list(videos.video_frames(plan))
+    fade = next(t for t in entry["transitions"] if t["kind"] == "fade")
+    black = frames[round(fade["black_start_s"] * 25):round(fade["black_end_s"] * 25)]
+    assert black and all(frame.max() == 0 for frame in black)
+    assert fade["black_start_s"] < fade["time_s"] < fade["black_end_s"]
+
+    cut = next(t for t in entry["transitions"] if t["equal_brightness"])
+    last, first = frames[round(cut["time_s"] * 25) - 1], frames[round(cut["time_s"] * 25)]
+    assert abs(mean_luma(last) - mean_luma(first)) < 0.5
+    assert np.abs(last.astype(np.int16) - first).max() > 100  # yet the picture changes
