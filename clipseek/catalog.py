@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
+import ast
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,16 +16,24 @@ SERVICES = {
 }
 
 
+def setting_names(service: str) -> set[str]:
+    """The field names of a service's settings dataclass, read from its source without importing it
+    (importing an executor module registers its class with jina, which then travels to the Flow's
+    spawned processes by a module name they cannot import)."""
+    tree = ast.parse((REPO_ROOT / "services" / service / "executor.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == SERVICES[service]:
+            return {item.target.id for item in node.body
+                    if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+    raise LookupError(f"{SERVICES[service]} not found in services/{service}/executor.py")
+
+
 def service_settings(service: str) -> type:
-    """The settings dataclass of ``services/<service>/executor.py`` (imported from its file)."""
-    name = f"clipseek_service_{service}"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "services" / service / "executor.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return getattr(module, SERVICES[service])
+    """The settings dataclass of ``services/<service>/executor.py``, imported as a package module
+    (``services.<service>.executor``) so that any process can import it by that name too."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return getattr(importlib.import_module(f"services.{service}.executor"), SERVICES[service])
 
 
 def all_settings() -> dict[str, type]:

@@ -60,13 +60,15 @@ def plan_ranges(duration_s: float, chunk_s: float) -> list[tuple[float, float | 
 class ClipseekClient:
     """``address``: ``http://host:port`` (the gateway's HTTP port) or ``grpc://host:port``."""
 
-    def __init__(self, address: str | None = None, timeout_s: float = 600.0):
+    def __init__(self, address: str | None = None, timeout_s: float = 30.0, index_timeout_s: float = 1800.0):
         self.address = (address or default_address()).rstrip("/")
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s  # searches, listings, thumbnails: a hung Flow is reported quickly
+        self.index_timeout_s = index_timeout_s  # /index and /probe decode or hash whole files
         self.protocol = "grpc" if self.address.startswith("grpc://") else "http"
         if self.protocol == "http" and "://" not in self.address:
             self.address = "http://" + self.address
         self._http = httpx.Client(timeout=timeout_s) if self.protocol == "http" else None
+        self._long = {"/index", "/probe"}
         self._grpc = None
 
     # -- transport ---------------------------------------------------------------------------
@@ -78,7 +80,10 @@ class ClipseekClient:
     def _post_http(self, endpoint: str, docs: DocList, doc_type: type) -> DocList:
         payload = {"data": [doc.model_dump(exclude={"id"}) for doc in docs]}
         try:
-            response = self._http.post(f"{self.address}{endpoint}", json=_jsonable(payload))
+            timeout = self.index_timeout_s if endpoint in self._long else self.timeout_s
+            response = self._http.post(f"{self.address}{endpoint}", json=_jsonable(payload), timeout=timeout)
+        except httpx.TimeoutException:
+            raise ClipseekError(f"{endpoint} at {self.address} did not answer in time") from None
         except httpx.TransportError as exc:
             raise FlowUnavailableError(
                 f"cannot reach the clipseek Flow at {self.address} ({exc.__class__.__name__}); "
@@ -100,7 +105,8 @@ class ClipseekClient:
             host, _, port = self.address.removeprefix("grpc://").rpartition(":")
             self._grpc = Client(host=host or "127.0.0.1", port=int(port), protocol="grpc")
         try:
-            return self._grpc.post(endpoint, docs, return_type=DocList[doc_type], timeout=self.timeout_s)
+            timeout = self.index_timeout_s if endpoint in self._long else self.timeout_s
+            return self._grpc.post(endpoint, docs, return_type=DocList[doc_type], timeout=timeout)
         except (ConnectionError, BadServerFlow) as exc:
             raise FlowUnavailableError(f"cannot reach the clipseek Flow at {self.address}: {exc}") from None
         except BadServer as exc:
@@ -168,7 +174,8 @@ class ClipseekClient:
             if video.error:
                 outcome = IndexOutcome(video.path or video.uri, "failed", error=video.error)
             elif video.already_indexed and not force:
-                outcome = IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s)
+                outcome = IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s,
+                                       num_frames=video.num_frames, num_shots=video.num_shots)
             else:
                 outcome = IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s)
                 for start_s, end_s in plan_ranges(video.duration_s, chunk_s):

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,7 @@ class ServeSettings:
 
 def quiet_jina_environment() -> None:
     """jina sends telemetry unless told not to; a self-hosted engine must not call out.
+    (This is the one place clipseek writes to os.environ: jina offers no other switch.)
 
     Set before jina is imported, and inherited by the executor processes the Flow starts.
     """
@@ -35,13 +43,14 @@ def quiet_jina_environment() -> None:
     os.environ.setdefault("JINA_LOG_LEVEL", "INFO")
 
 
+
 def flow_config(settings: ServeSettings, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """flow.yml as a dict, with the ports from the settings and service paths made absolute.
 
     ``overrides`` (setting name -> value, e.g. ``{"model": "demo"}``) go to the ``uses_with`` of every
     executor whose settings have that field, so one value reaches all the services that share it.
     """
-    from clipseek.catalog import SERVICES, service_settings
+    from clipseek.catalog import SERVICES, setting_names
 
     path = Path(settings.flow) if settings.flow else REPO_ROOT / "flow.yml"
     if not path.is_file():
@@ -56,7 +65,7 @@ def flow_config(settings: ServeSettings, overrides: dict[str, Any] | None = None
             executor["uses"] = str((path.parent / uses).resolve())
         name = executor.get("name", "")
         if name in SERVICES and overrides:
-            fields = service_settings(name).__dataclass_fields__
+            fields = setting_names(name)
             mine = {k: v for k, v in overrides.items() if k in fields}
             unused -= set(mine)
             executor["uses_with"] = {**(executor.get("uses_with") or {}), **mine}
@@ -80,13 +89,20 @@ def build_flow(settings: ServeSettings | None = None, overrides: dict[str, Any] 
 
 
 class BackgroundFlow:
-    """The Flow running in this process's background on the given ports, as a context manager
-    (tests, the demo, benchmarks): ``with BackgroundFlow(ServeSettings(...), {"model": "demo"}) as f:``."""
+    """The Flow in a child process on the given ports, as a context manager (tests, the demo,
+    benchmarks): ``with BackgroundFlow(ServeSettings(...), {"model": "demo"}) as flow:``.
 
-    def __init__(self, settings: ServeSettings, overrides: dict[str, Any] | None = None):
+    A separate, freshly started process, not a fork of the caller: jina forks its executors, and a
+    fork of a process whose torch thread pool has run deadlocks in the child.
+    """
+
+    def __init__(self, settings: ServeSettings, overrides: dict[str, Any] | None = None,
+                 ready_timeout_s: float = 600.0):
         self.settings = settings
         self.overrides = overrides or {}
-        self.flow = None
+        self.ready_timeout_s = ready_timeout_s
+        self.process: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def http(self) -> str:
@@ -96,10 +112,55 @@ class BackgroundFlow:
     def grpc(self) -> str:
         return f"grpc://127.0.0.1:{self.settings.grpc_port}"
 
+    def log_tail(self, chars: int = 3000) -> str:
+        if self._log is None:
+            return ""
+        self._log.flush()
+        return Path(self._log.name).read_text(errors="replace")[-chars:]
+
     def __enter__(self) -> BackgroundFlow:
-        self.flow = build_flow(self.settings, self.overrides)
-        self.flow.__enter__()
-        return self
+        import httpx
+
+        spec = json.dumps({"settings": dataclasses.asdict(self.settings), "overrides": self.overrides})
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="clipseek-flow-", suffix=".log", delete=False)
+        self.process = subprocess.Popen([sys.executable, "-m", "clipseek.serve", spec], stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Flow stopped while starting (exit {self.process.returncode}):\n"
+                                   f"{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.http}/", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"the Flow was not ready in {self.ready_timeout_s:.0f} s:\n{self.log_tail()}")
 
     def __exit__(self, *exc: Any) -> None:
-        self.flow.__exit__(*exc)
+        if self.process is not None and self.process.poll() is None:
+            for sig, wait_s in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
+                try:
+                    os.killpg(self.process.pid, sig)
+                    self.process.wait(timeout=wait_s)
+                    break
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    continue
+        if self._log is not None:
+            self._log.close()
+            os.unlink(self._log.name)
+            self._log = None
+
+
+def _serve_spec(spec: str) -> None:
+    """Entry point of BackgroundFlow's child process."""
+    data = json.loads(spec)
+    flow = build_flow(ServeSettings(**data["settings"]), data["overrides"])
+    with flow:
+        flow.block()
+
+
+if __name__ == "__main__":
+    _serve_spec(sys.argv[1])

@@ -21,7 +21,7 @@ from synth import Segment, make_video
 
 from clipseek.client import ClipseekClient
 from clipseek.errors import MediaPathError
-from clipseek.serve import ServeSettings, build_flow
+from clipseek.serve import BackgroundFlow, ServeSettings
 from clipseek.settings import describe
 from clipseek.video import probe
 
@@ -72,17 +72,13 @@ def free_port() -> int:
 def flow(media, tmp_path_factory) -> str:
     """A real Flow on free ports (the demo model if shipped, else the tiny random one); its HTTP address."""
     settings = ServeSettings(grpc_port=free_port(), http_port=free_port())
-    with pytest.MonkeyPatch.context() as env:  # the executor processes inherit the environment
-        env.setenv("CLIPSEEK_MEDIA_ROOTS", str(media))
-        env.setenv("CLIPSEEK_WORKSPACE", str(tmp_path_factory.mktemp("web_ws")))
-        if DEMO_WEIGHTS.is_file():
-            env.setenv("CLIPSEEK_MODEL", "demo")
-            env.delenv("CLIPSEEK_PRETRAINED", raising=False)  # the demo model's own checkpoint
-        else:
-            env.setenv("CLIPSEEK_MODEL", str(TINY_MODEL))
-            env.setenv("CLIPSEEK_PRETRAINED", "none")
-        with build_flow(settings):
-            yield f"http://127.0.0.1:{settings.http_port}"
+    overrides = {"media_roots": [str(media)], "workspace": str(tmp_path_factory.mktemp("web_ws"))}
+    if DEMO_WEIGHTS.is_file():
+        overrides.update(model="demo", pretrained=None)  # the demo model's own checkpoint
+    else:
+        overrides.update(model=str(TINY_MODEL), pretrained="none")
+    with BackgroundFlow(settings, overrides) as running:
+        yield running.http
 
 
 @pytest.fixture

@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
                 "shots in", "shots (each search filtered to its own video) in", 1))
         if args.serve:
             print(f"\nserving on {flow.http} and {flow.grpc}; Ctrl-C stops", flush=True)
-            flow.flow.block()
+            try:
+                flow.process.wait()
+            except KeyboardInterrupt:
+                pass
     return 1 if report.failed else 0
 
 

@@ -114,6 +114,10 @@ class Indexer(ClipseekExecutor):
         for doc in docs:
             known = self.store.find_by_hash(doc.content_hash) if doc.content_hash else None
             doc.already_indexed = bool(known is not None and known.complete)
+            if known is not None:
+                doc.num_shots = len(known.shots)
+                doc.num_frames = len(self.store.frames_of(known.video_id)[0])
+                doc.indexed_at = known.indexed_at
         return docs
 
     # -- /videos, /delete --------------------------------------------------------------------

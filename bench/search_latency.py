@@ -1,0 +1,179 @@
+"""Search latency through the running Flow (HTTP and gRPC) over synthetic indexes, and ANN recall.
+
+Synthetic frames are clustered unit vectors (Gaussian blobs around random centres: pure Gaussian
+vectors make hnswlib look worse than on real embeddings), written straight into a FrameStore
+workspace as videos of ``FRAMES_PER_VIDEO`` frames at 1 fps with a shot every 5 s, then the Flow
+starts on that workspace. Workspaces are cached under build/bench/ (building 100k takes minutes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.inputs import CACHE_DIR
+from bench.measure import percentile
+
+FRAMES_PER_VIDEO = 1000
+SHOT_S = 5.0
+RECALL_QUERIES = 200
+TEXTS = ["a red car", "a dog running on grass", "people at a wedding", "snow on mountains", "a cat asleep",
+         "fireworks at night", "a man riding a bike", "a bowl of soup", "waves on a beach", "a city at dusk",
+         "children playing football", "a plane taking off", "a crowded market", "rain on a window",
+         "a horse in a field", "a birthday cake with candles"]
+
+
+def clustered_vectors(count: int, dim: int, seed: int = 0, clusters: int | None = None,
+                      spread: float = 0.35) -> np.ndarray:
+    """``count`` unit vectors in ``clusters`` blobs (about one blob per 100 vectors)."""
+    rng = np.random.default_rng(seed)
+    clusters = clusters or max(4, count // 100)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    out = np.empty((count, dim), dtype=np.float32)
+    step = 100_000
+    for start in range(0, count, step):
+        n = min(step, count - start)
+        which = rng.integers(0, clusters, size=n)
+        noise = rng.standard_normal((n, dim)).astype(np.float32) * (spread / np.sqrt(dim))
+        block = centres[which] + noise
+        out[start:start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def workspace_path(count: int, dim: int, model: str) -> Path:
+    safe = Path(model).stem.replace("/", "_")
+    return CACHE_DIR / f"ws-{safe}-{dim}d-{count}"
+
+
+def build_workspace(count: int, dim: int, model: str) -> tuple[Path, float]:
+    """A committed FrameStore workspace with ``count`` synthetic frames; (path, build seconds or 0 if cached)."""
+    from clipseek.clip_model import resolve_model
+    from clipseek.store import FrameStore, ShotSpan, VideoRecord
+
+    path = workspace_path(count, dim, model)
+    model = resolve_model(model, "none").name  # the name the encoders stamp on their vectors
+    if (path / "CURRENT").is_file() and (path / "vectors.npy").is_file():
+        return path, 0.0
+    vectors = clustered_vectors(count, dim)
+    started = time.perf_counter()
+    store = FrameStore(path)
+    for number, start in enumerate(range(0, count, FRAMES_PER_VIDEO)):
+        n = min(FRAMES_PER_VIDEO, count - start)
+        video_id = f"{number:016x}"
+        record = VideoRecord(video_id=video_id, path=f"/synthetic/video-{number:05d}.mp4",
+                             content_hash=video_id * 4, duration_s=float(n), width_px=1280, height_px=720, fps=30.0)
+        shots = [ShotSpan(t, min(t + SHOT_S, float(n))) for t in np.arange(0.0, n, SHOT_S).tolist()]
+        store.add(record, shots, np.arange(n, dtype=np.float64) + 0.5, vectors[start:start + n], model, 0.0, float(n))
+    store.commit()
+    build_s = time.perf_counter() - started
+    np.save(path / "vectors.npy", vectors)
+    return path, build_s
+
+
+def ann_recall_at_10(path: Path, queries: int = RECALL_QUERIES) -> float:
+    """recall@10 of the engine's candidate search (k = 100 candidates at its ef) against exact search,
+    for queries drawn near the data (fresh points of the same blobs)."""
+    from clipseek.store import FrameStore, IndexSettings
+
+    vectors = np.load(path / "vectors.npy", mmap_mode="r")
+    store = FrameStore(path, IndexSettings())
+    rng = np.random.default_rng(1)
+    picks = rng.choice(len(vectors), size=queries, replace=False)
+    noise = rng.standard_normal((queries, vectors.shape[1])).astype(np.float32) * (0.35 / np.sqrt(vectors.shape[1]))
+    query = np.asarray(vectors[picks]) + noise
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    labels_seen, scores_seen = [], []
+    for start in range(0, len(vectors), 200_000):  # exact top 10 of each chunk, then of all chunks
+        scores = query @ np.asarray(vectors[start:start + 200_000]).T
+        top = np.argpartition(-scores, 10, axis=1)[:, :10]
+        labels_seen.append(top + start)
+        scores_seen.append(np.take_along_axis(scores, top, axis=1))
+    all_labels, all_scores = np.concatenate(labels_seen, axis=1), np.concatenate(scores_seen, axis=1)
+    exact = np.take_along_axis(all_labels, np.argsort(-all_scores, axis=1)[:, :10], axis=1)
+    k = 100  # what FrameStore.search asks hnswlib for at top_k = 10 (top_k * oversample, at least 100)
+    store._index.set_ef(max(store.settings.ef_search, k))
+    labels, distances = store._index.knn_query(query, k=k)
+    order = np.argsort(distances, axis=1)[:, :10]
+    found = np.take_along_axis(labels, order, axis=1)
+    return float(np.mean([len(set(found[i]) & set(exact[i])) / 10 for i in range(queries)]))
+
+
+def in_process_search(workspace: str, model: str, pretrained: str, queries: int = 100) -> dict:
+    """The two halves of a search without the Flow: text encoding, and FrameStore.search (ms, p50)."""
+    from clipseek.clip_model import load_clip
+    from clipseek.store import FrameStore
+
+    clip = load_clip(model, pretrained)
+    store = FrameStore(Path(workspace))
+    texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(queries)]
+    encode_ms, search_ms = [], []
+    for text in texts:
+        started = time.perf_counter()
+        vector = clip.encode_texts([text])[0]
+        encode_ms.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        store.search(vector, 10)
+        search_ms.append((time.perf_counter() - started) * 1000)
+    return {"text_encode_p50_ms": percentile(encode_ms, 50), "store_search_p50_ms": percentile(search_ms, 50),
+            "store_search_p99_ms": percentile(search_ms, 99)}
+
+
+@dataclass
+class LatencyResult:
+    frames: int
+    build_s: float
+    recall_at_10: float
+    http_ms: list[float]
+    grpc_ms: list[float]
+    parts: dict
+
+    def stats(self, protocol: str) -> tuple[float, float, float]:
+        values = self.http_ms if protocol == "http" else self.grpc_ms
+        return percentile(values, 50), percentile(values, 95), percentile(values, 99)
+
+
+def time_searches(flow, queries: int) -> dict[str, list[float]]:
+    """End-to-end milliseconds of ``queries`` searches per protocol (top 10) through a running Flow."""
+    from clipseek.client import ClipseekClient
+
+    clients = {"http": ClipseekClient(flow.http), "grpc": ClipseekClient(flow.grpc)}
+    timings: dict[str, list[float]] = {"http": [], "grpc": []}
+    for client in clients.values():
+        for i in range(10):  # warm-up
+            client.search(TEXTS[i % len(TEXTS)])
+    for i in range(queries):  # alternate protocols so load spikes hit both alike
+        for protocol, client in clients.items():
+            started = time.perf_counter()
+            segments = client.search(f"{TEXTS[i % len(TEXTS)]} {i}", top_k=10)
+            timings[protocol].append((time.perf_counter() - started) * 1000)
+            if not segments:
+                raise RuntimeError("a search returned nothing")
+    return timings
+
+
+def search_in_fresh_process(workspace: str, model: str, pretrained: str, queries: int) -> dict[str, list[float]]:
+    """A Flow on ``workspace`` and ``time_searches`` through it, as a bench.worker task (see
+    bench.indexing.index_in_fresh_process for why a fresh process)."""
+    from bench.indexing import start_flow
+
+    with start_flow(model, pretrained, CACHE_DIR, Path(workspace)) as flow:
+        return time_searches(flow, queries)
+
+
+def measure_search(count: int, dim: int, model: str, pretrained: str, queries: int, log) -> LatencyResult:
+    """Build (or reuse) the workspace, check recall, time the halves alone, then ``queries`` searches
+    per protocol through a Flow started on that workspace."""
+    from bench.worker import run_in_child
+
+    path, build_s = build_workspace(count, dim, model)
+    log(f"  {count} frames: workspace " + (f"built in {build_s:.1f} s" if build_s else "cached"))
+    recall = ann_recall_at_10(path)
+    parts = run_in_child("search_parts", workspace=str(path), model=model, pretrained=pretrained,
+                         queries=min(queries, 100))
+    timings = run_in_child("flow_search", workspace=str(path), model=model, pretrained=pretrained, queries=queries)
+    log(f"  {count} frames: recall@10 {recall:.3f}, HTTP p50 {percentile(timings['http'], 50):.1f} ms")
+    return LatencyResult(count, build_s, recall, timings["http"], timings["grpc"], parts)

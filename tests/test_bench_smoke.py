@@ -1,0 +1,63 @@
+"""The benchmark harness on tiny inputs (``bench/run.py --quick``), so it cannot rot unnoticed."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+EXPECTED_PREFIXES = [
+    "index wall [quick-12s-360p",
+    "index frames embedded [quick-12s-360p",
+    "index real-time factor [quick-12s-360p",
+    "index peak RSS, largest process [quick-12s-360p",
+    "decode + shot scan alone [quick-12s-360p",
+    "encode alone [quick-12s-360p",
+    "index wall / max(decode, encode) [quick-12s-360p",
+    "VCED baseline wall [quick-12s-360p",
+    "speed-up vs VCED baseline [quick-12s-360p",
+    "index wall [quick-6s-540p",
+    "encoder images/s, batch 32 [",
+    "encoder fraction of compute limit [",
+    "fp32 matmul rate [",
+    "search HTTP p50 [",
+    "search HTTP p99 [",
+    "search GRPC p50 [",
+    "search recall@10 [",
+    "index peak RSS, all Flow processes [quick-12s-240p",
+    "index peak RSS, all Flow processes [quick-48s-240p",
+]
+TARGETS = ["encoder speed", "decode/encode overlap", "vs VCED baseline", "search latency", "recall", "flat memory"]
+
+
+def parse_tables(stdout: str) -> tuple[dict[str, float], dict[str, str]]:
+    rows, targets = {}, {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 4 or cells[0] in ("metric", "target"):
+            continue
+        if cells[0] in TARGETS:
+            targets[cells[0]] = cells[3]
+        else:
+            rows[cells[0]] = float(cells[1]) if cells[1] != "n/a" else math.nan
+    return rows, targets
+
+
+def test_quick_benchmark_prints_every_row_with_positive_finite_numbers(tmp_path):
+    output = tmp_path / "bench.md"
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--output", str(output)],
+                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows, targets = parse_tables(result.stdout)
+    for prefix in EXPECTED_PREFIXES:
+        assert any(metric.startswith(prefix) for metric in rows), f"no row '{prefix}...' in:\n{result.stdout}"
+    bad = {metric: value for metric, value in rows.items() if not (math.isfinite(value) and value > 0)}
+    assert not bad, f"rows that are not positive and finite: {bad}"
+    assert set(targets) == set(TARGETS)
+    assert all(verdict in ("met", "**missed**", "not measured") for verdict in targets.values())
+    written = output.read_text()
+    assert "<!-- bench:results:start -->" in written and "| search HTTP p50 [" in written
+    assert "Machine: " in written and "python bench/run.py --quick" in written
