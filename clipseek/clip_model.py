@@ -132,7 +132,6 @@ class ClipModel:
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.embed_dim = int(self.encode_texts(["a"]).shape[1])
-        self._lock = threading.Lock()
         logger.info("loaded CLIP %s (%s) on %s, %s, input %d px, dim %d", spec.name,
                     spec.pretrained or "random weights", self.device, precision, self.image_size, self.embed_dim)
 

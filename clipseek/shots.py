@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import cv2
@@ -289,7 +289,3 @@ def scan_frames(frames: Iterable[DecodedFrame], settings: SamplingSettings, fps:
         sampler.push(frame)
     return sampler.finish()
 
-
-def iter_batches(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
