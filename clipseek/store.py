@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -335,15 +335,18 @@ class FrameStore:
             filter_fn = None if allowed is None else (lambda label: int(video_of[label]) in allowed)
             labels, distances = index.knn_query(query, k=k, filter=filter_fn)
             hits = dict(zip(labels[0].tolist(), (1.0 - distances[0]).tolist(), strict=True))
-            margin = Margin(**{**(margin or Margin()).__dict__, "background": float(np.median(1.0 - distances[0]))})
+            margin = replace(margin or Margin(), background=float(np.median(1.0 - distances[0])))
             numbers = {n: vid for vid, n in self._video_numbers.items()}
+            shot_starts: dict[str, list[float]] = {}  # per video, built once per query
             by_shot: dict[tuple[str, int], None] = {}
             for label in hits:
                 video_id = numbers.get(int(video_of[label]))
                 record = self.videos.get(video_id) if video_id else None
                 if record is None:
                     continue
-                starts = [s.start_s for s in record.shots]
+                if video_id not in shot_starts:
+                    shot_starts[video_id] = [s.start_s for s in record.shots]
+                starts = shot_starts[video_id]
                 shot = max(0, bisect.bisect_right(starts, float(self._frame_time[label])) - 1)
                 by_shot[(video_id, shot)] = None
             results: list[tuple[str, Clip]] = []
