@@ -164,3 +164,69 @@ def test_the_index_grows_past_its_initial_capacity_and_reuses_deleted_slots(tmp_
     record = VideoRecord(video_id="big3", path="/m/big3.mp4", content_hash="h3", duration_s=700.0)
     store.add(record, [ShotSpan(0, 700)], np.arange(700, dtype=float), vecs, "m", 0, 700)
     assert store._index.get_max_elements() == capacity and store.num_frames == 2100
+
+
+def test_scores_match_exact_cosines_and_survive_reload_including_old_workspaces(tmp_path):
+    """Search scores every frame of a hit shot from the store's float16 copy of the vectors (the
+    candidates keep hnswlib's float32 score): both agree with exact cosines, after a reload too, and
+    a workspace written before the copy existed (no vectors.npy) gets it from the index."""
+    videos = clustered(n_videos=60)  # 720 frames: most are not among the 100 candidates
+    store = FrameStore(tmp_path)
+    fill(store, videos)
+    store.commit()
+    query = unit(np.random.default_rng(7).normal(size=(1, 32)))[0]
+    frame_vec = {(v[0], float(t)): vec for v in videos for t, vec in zip(v[2], v[3], strict=True)}
+    results = store.search(query, top_k=8)
+    before = [(r.video_id, c.start_s, c.end_s, c.score) for r, c in results]
+    assert len(before) == 8
+    for record, clip in results:  # a clip's score is the exact cosine of its best frame
+        assert abs(clip.score - float(frame_vec[(record.video_id, clip.best_time_s)] @ query)) < 1e-5
+        inside = [float(vec @ query) for (vid, t), vec in frame_vec.items()
+                  if vid == record.video_id and clip.start_s <= t < clip.end_s]
+        assert clip.score == pytest.approx(max(inside), abs=2e-3)
+    snap = tmp_path / (tmp_path / "CURRENT").read_text().strip()
+    assert (snap / "vectors.npy").is_file()
+    reloaded = [(r.video_id, c.start_s, c.end_s, c.score) for r, c in FrameStore(tmp_path).search(query, top_k=8)]
+    assert reloaded == before
+    (snap / "vectors.npy").unlink()
+    migrated = FrameStore(tmp_path)
+    assert [(r.video_id, c.start_s, c.end_s, c.score) for r, c in migrated.search(query, top_k=8)] == before
+    migrated.commit()
+    assert (tmp_path / (tmp_path / "CURRENT").read_text().strip() / "vectors.npy").is_file()
+
+
+def at_cosine(cosines, dim=32, seed=0):
+    """Unit vectors whose cosine to e0 (the query below) is each of ``cosines``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in cosines:
+        u = rng.normal(size=dim)
+        u[0] = 0.0
+        u /= np.linalg.norm(u)
+        e0 = np.eye(dim)[0]
+        out.append(c * e0 + np.sqrt(1 - c * c) * u)
+    return np.asarray(out, dtype=np.float32)
+
+
+@pytest.mark.parametrize("reload", ["same store", "reloaded", "workspace without vectors.npy"])
+def test_a_clip_grows_over_frames_that_were_not_candidates(tmp_path, reload):
+    """The best frame of a 30 s shot is the top hit; its other 30 frames score 0.975, below 100
+    distractors (0.98), so none is among the 100 candidates. They still join the clip (within 0.03
+    of 0.99), which needs their scores from the store's own copy of the vectors, also after a reload
+    and after taking the copy from the index of an older workspace."""
+    store = FrameStore(tmp_path)
+    target = VideoRecord(video_id="target", path="/m/target.mp4", content_hash="t" * 64, duration_s=31.0)
+    store.add(target, [ShotSpan(0.0, 31.0)], np.arange(31) + 0.5, at_cosine([0.99] + [0.975] * 30), "m", 0.0, 31.0)
+    for v in range(10):
+        record = VideoRecord(video_id=f"d{v}", path=f"/m/d{v}.mp4", content_hash=f"{v}" * 64, duration_s=100.0)
+        shots = [ShotSpan(s * 10.0, s * 10.0 + 10.0) for s in range(10)]
+        store.add(record, shots, np.arange(10) * 10.0 + 5.0, at_cosine([0.98] * 10, seed=v + 1), "m", 0.0, 100.0)
+    store.commit()
+    if reload != "same store":
+        if reload == "workspace without vectors.npy":
+            (tmp_path / (tmp_path / "CURRENT").read_text().strip() / "vectors.npy").unlink()
+        store = FrameStore(tmp_path)
+    (record, clip), *_ = store.search(np.eye(32, dtype=np.float32)[0], top_k=3)
+    assert record.video_id == "target"
+    assert clip.score == pytest.approx(0.99, abs=1e-5)
+    assert (clip.start_s, clip.end_s) == (0.0, 31.0)
