@@ -85,11 +85,13 @@ class PartsRun:
     frames: int
 
 
-def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: float = 300.0,
+def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: float | None = None,
                             batch_size: int = 32) -> PartsRun:
-    """The loader's and the image encoder's work on ``video``, one after the other, in this process
-    (run it through bench.worker)."""
-    from clipseek.client import plan_ranges
+    """The loader's and the image encoder's work on ``video`` (in the client's ranges), one after the
+    other, in this process (run it through bench.worker)."""
+    from clipseek.client import DEFAULT_CHUNK_S, plan_ranges
+
+    chunk_s = chunk_s or DEFAULT_CHUNK_S
     from clipseek.clip_model import image_size_for, load_clip
     from clipseek.shots import SamplingSettings, scan_frames
     from clipseek.video import FrameReader, probe

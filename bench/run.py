@@ -101,6 +101,17 @@ def add_encoder(report: Report, label: str, enc: dict) -> None:
     report.add(f"encoder compute limit {key}", enc["compute_limit_images_per_s"], "img/s", "matmul rate / FLOPs")
     report.add(f"encoder fraction of compute limit {key}", enc["fraction_of_limit"], "fraction",
                "median of per-round fractions; target >= 0.8")
+    report.add(f"encoder images/s, bf16, batch {enc['batch_size']} {key}", enc["bf16_images_per_s"], "img/s",
+               "precision: bf16, same weights" + ("" if enc["cpu_native_bf16"] else " (no native bf16 here)"))
+    report.add(f"bf16 matmul rate {key}", enc["bf16_matmul_gflops"], "GFLOP/s", "same size, bfloat16")
+    report.add(f"encoder fraction of bf16 compute limit {key}", enc["bf16_fraction_of_limit"], "fraction",
+               "bf16 img/s / (bf16 matmul rate / FLOPs)")
+    report.add(f"bf16 vs fp32 embedding cosine, min {key}", enc["bf16_cosine_min"], "cosine",
+               f"mean {enc['bf16_cosine_mean']:.6f}, over the frames timed")
+    report.add(f"encoder images/s, int8 MLPs, batch {enc['batch_size']} {key}", enc["int8_images_per_s"], "img/s",
+               "precision: int8 (dynamic quantisation), same weights")
+    report.add(f"int8 vs fp32 embedding cosine, min {key}", enc["int8_cosine_min"], "cosine",
+               f"mean {enc['int8_cosine_mean']:.6f}, over the frames timed")
 
 
 def add_search(report: Report, result) -> None:
@@ -208,15 +219,32 @@ def run_full(report: Report, args, videos: dict, models: list, runs: int, sizes:
 
 
 def full_indexing(report: Report, videos: dict, models: list, runs: int) -> None:
-    main_model = models[0][0]
+    main_model, main_pretrained = models[0]
     for key in ("10min-720p", "1min-1080p"):
         spec = videos[key]
         path = inputs.ensure_video(spec)
         for model, pretrained in models:
             log(f"indexing {spec.name} with {model_label(model)}")
             n = runs if (model == main_model and key == "10min-720p") else 1
-            add_indexing(report, measure_indexing(spec.name, path, spec.duration_s, model, pretrained, n,
-                                                  with_parts=True, with_baseline=True, log=log))
+            result = measure_indexing(spec.name, path, spec.duration_s, model, pretrained, n,
+                                      with_parts=True, with_baseline=True, log=log)
+            add_indexing(report, result)
+            if model == main_model and key == "10min-720p":
+                add_int8_indexing(report, result, path, main_pretrained)
+
+
+def add_int8_indexing(report: Report, fp32: IndexingResult, path: Path, pretrained: str) -> None:
+    """The same video through the Flow with ``precision: int8`` (both encoders), once, against the
+    baseline median of the fp32 measurement."""
+    log(f"indexing {fp32.video} with {model_label(fp32.model)}, precision int8")
+    run = index_in_child(path, fp32.model, pretrained, overrides={"precision": "int8"})
+    key = f"[{fp32.video}, {model_label(fp32.model)}, int8]"
+    report.add(f"index wall {key}", run.wall_s, "s", "1 run; through the Flow, precision: int8")
+    report.add(f"index frames embedded {key}", run.frames, "frames", f"{run.shots} shots")
+    report.add(f"index real-time factor {key}", fp32.duration_s / run.wall_s, "x", "video seconds per wall second")
+    if fp32.baseline:
+        report.add(f"speed-up vs VCED baseline {key}", fp32.baseline_wall_s / run.wall_s, "x",
+                   "fp32 baseline median / this run")
 
 
 def full_encoder(report: Report, models: list) -> None:

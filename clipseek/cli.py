@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from clipseek.client import DEFAULT_CHUNK_S, ClipseekClient, default_address
+from clipseek.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient, default_address
 from clipseek.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
 
@@ -85,8 +85,10 @@ def cmd_index(args: argparse.Namespace, client: ClipseekClient) -> int:
             line += f" ({format_time(outcome.duration_s)}, {outcome.num_shots} shots, {outcome.num_frames} frames)"
         bar.write(line, file=sys.stdout)
 
+    if args.chunk_s <= 0 or args.in_flight < 1:
+        raise QueryError("--chunk-s must be > 0 and --in-flight at least 1")
     report = client.index([_local_path(p) for p in args.paths], force=args.force, chunk_s=args.chunk_s,
-                          on_progress=on_progress, on_file=on_file)
+                          on_progress=on_progress, on_file=on_file, in_flight=args.in_flight)
     bar.close()
     counts = {s: sum(1 for o in report.outcomes if o.status == s) for s in ("indexed", "unchanged", "failed")}
     print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, {counts['failed']} failed")
@@ -146,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--force", action="store_true", help="re-index even if the content is already indexed")
     index.add_argument("--chunk-s", type=float, default=DEFAULT_CHUNK_S,
                        help="longest time range sent in one request (long videos are split)")
+    index.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
+                       help="requests under way at once (2: one range decodes while the one before is embedded)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     search = sub.add_parser("search", help="find clips matching a sentence")

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +22,8 @@ from clipseek.docs import Query, Segment, Thumbnail, VideoDoc
 from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:51001"
-DEFAULT_CHUNK_S = 300.0
+DEFAULT_CHUNK_S = 120.0  # seconds of video per /index request
+DEFAULT_IN_FLIGHT = 2  # /index requests under way at once: the loader decodes one while the encoder embeds the other
 
 
 def default_address() -> str:
@@ -69,7 +73,7 @@ class ClipseekClient:
             self.address = "http://" + self.address
         self._http = httpx.Client(timeout=timeout_s) if self.protocol == "http" else None
         self._long = {"/index", "/probe"}
-        self._grpc = None
+        self._local = threading.local()  # one jina gRPC client per thread (index() sends from a pool)
 
     # -- transport ---------------------------------------------------------------------------
     def _post(self, endpoint: str, docs: DocList, doc_type: type) -> DocList:
@@ -101,12 +105,13 @@ class ClipseekClient:
         from jina import Client
         from jina.excepts import BadServer, BadServerFlow
 
-        if self._grpc is None:
+        client = getattr(self._local, "grpc", None)
+        if client is None:
             host, _, port = self.address.removeprefix("grpc://").rpartition(":")
-            self._grpc = Client(host=host or "127.0.0.1", port=int(port), protocol="grpc")
+            client = self._local.grpc = Client(host=host or "127.0.0.1", port=int(port), protocol="grpc")
         try:
             timeout = self.index_timeout_s if endpoint in self._long else self.timeout_s
-            return self._grpc.post(endpoint, docs, return_type=DocList[doc_type], timeout=timeout)
+            return client.post(endpoint, docs, return_type=DocList[doc_type], timeout=timeout)
         except (ConnectionError, BadServerFlow) as exc:
             raise FlowUnavailableError(f"cannot reach the clipseek Flow at {self.address}: {exc}") from None
         except BadServer as exc:
@@ -161,43 +166,90 @@ class ClipseekClient:
         doc = VideoDoc(uri=path, start_s=start_s, end_s=end_s, force=force)
         return self._post("/index", DocList[VideoDoc]([doc]), VideoDoc)[0]
 
+    def _index_range_or_error(self, path: str, start_s: float, end_s: float | None, force: bool) -> VideoDoc:
+        try:
+            return self.index_range(path, start_s, end_s, force)
+        except FlowUnavailableError:
+            raise
+        except ClipseekError as exc:
+            return VideoDoc(uri=path, error=str(exc), status="failed")
+
     def index(self, paths: Iterable[str], force: bool = False, chunk_s: float = DEFAULT_CHUNK_S,
               on_progress: Callable[[str, float, float], Any] | None = None,
-              on_file: Callable[[IndexOutcome], Any] | None = None) -> IndexReport:
+              on_file: Callable[[IndexOutcome], Any] | None = None,
+              in_flight: int = DEFAULT_IN_FLIGHT) -> IndexReport:
         """Index files and folders (recursively). Each file gets an outcome; one bad file does not stop
-        the others. ``on_progress(path, done_s, total_s)`` follows the seconds of video indexed."""
+        the others. ``on_progress(path, done_s, total_s)`` follows the seconds of video indexed.
+
+        Videos are sent as time ranges of ``chunk_s``, ``in_flight`` requests at a time (ranges of
+        the same video or of the next ones), so the Flow's loader decodes one range while the image
+        encoder embeds the one before. Results are taken in order; after a range fails, the rest of
+        that video is not sent.
+        """
         report = IndexReport()
         planned = self.probe(paths, force=force)
         total_s = sum(d.duration_s for d in planned if not d.error and (force or not d.already_indexed))
         done_s = 0.0
+        outcomes: list[IndexOutcome] = []
+        ranges_left: list[int] = []
         for video in planned:
             if video.error:
-                outcome = IndexOutcome(video.path or video.uri, "failed", error=video.error)
+                outcomes.append(IndexOutcome(video.path or video.uri, "failed", error=video.error))
+                ranges_left.append(0)
             elif video.already_indexed and not force:
-                outcome = IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s,
-                                       num_frames=video.num_frames, num_shots=video.num_shots)
+                outcomes.append(IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s,
+                                             num_frames=video.num_frames, num_shots=video.num_shots))
+                ranges_left.append(0)
             else:
-                outcome = IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s)
-                for start_s, end_s in plan_ranges(video.duration_s, chunk_s):
-                    try:
-                        result = self.index_range(video.path, start_s, end_s, force)
-                    except FlowUnavailableError:
-                        raise
-                    except ClipseekError as exc:
-                        result = VideoDoc(uri=video.path, error=str(exc), status="failed")
-                    if result.error:
+                outcomes.append(IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s))
+                ranges_left.append(len(plan_ranges(video.duration_s, chunk_s)))
+        jobs = deque((i, start_s, end_s) for i, video in enumerate(planned) if ranges_left[i]
+                     for start_s, end_s in plan_ranges(video.duration_s, chunk_s))
+        reported = 0
+
+        def report_finished() -> None:
+            nonlocal reported
+            while reported < len(outcomes) and ranges_left[reported] == 0:
+                report.outcomes.append(outcomes[reported])
+                if on_file:
+                    on_file(outcomes[reported])
+                reported += 1
+
+        pending: deque[tuple[int, float, float | None, Future]] = deque()
+        with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="clipseek-index") as pool:
+            try:
+                report_finished()
+                while jobs or pending:
+                    while jobs and len(pending) < max(1, in_flight):
+                        i, start_s, end_s = jobs.popleft()
+                        if outcomes[i].status == "failed":  # an earlier range of this video failed
+                            ranges_left[i] -= 1
+                            continue
+                        pending.append((i, start_s, end_s, pool.submit(
+                            self._index_range_or_error, planned[i].path, start_s, end_s, force)))
+                    if not pending:
+                        report_finished()
+                        continue
+                    i, start_s, end_s, future = pending.popleft()
+                    result, outcome = future.result(), outcomes[i]
+                    ranges_left[i] -= 1
+                    if outcome.status == "failed":
+                        pass
+                    elif result.error:
                         outcome.status, outcome.error = "failed", result.error
-                        break
-                    if result.status == "indexed":
-                        outcome.status = "indexed"
-                    outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
-                    outcome.duration_s = result.duration_s or outcome.duration_s
-                    done_s += max(0.0, (end_s if end_s is not None else video.duration_s) - start_s)
-                    if on_progress:
-                        on_progress(video.path, done_s, total_s)
-            report.outcomes.append(outcome)
-            if on_file:
-                on_file(outcome)
+                    else:
+                        if result.status == "indexed":
+                            outcome.status = "indexed"
+                        outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
+                        outcome.duration_s = result.duration_s or outcome.duration_s
+                        done_s += max(0.0, (end_s if end_s is not None else planned[i].duration_s) - start_s)
+                        if on_progress:
+                            on_progress(outcome.path, done_s, total_s)
+                    report_finished()
+            finally:
+                for *_, future in pending:
+                    future.cancel()
+        report_finished()
         return report
 
 

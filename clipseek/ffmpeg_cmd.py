@@ -114,7 +114,7 @@ def parse_probe(probe: dict) -> VideoInfo | None:
 def frame_filter_args(size_px: int) -> list[tuple[str, tuple, dict]]:
     """The video filters that shape each frame: fit in a ``size_px`` square, pad black, log pts."""
     return [
-        ("scale", (size_px, size_px), {"force_original_aspect_ratio": "decrease", "flags": "bilinear"}),
+        ("scale", (size_px, size_px), {"force_original_aspect_ratio": "decrease", "flags": "area"}),
         ("pad", (size_px, size_px, "(ow-iw)/2", "(oh-ih)/2"), {}),
         ("setsar", ("1",), {}),
         ("format", ("rgb24",), {}),

@@ -91,6 +91,7 @@ class SamplingSettings:
     dark_luma: float = 24.0  # frames whose brightest 2% are darker than this (0-255) are black: never sampled
     chroma_threshold: float = 0.06  # share of pixels that change colour bin at once for a colour cut
     fade_window_s: float = 1.0  # detector cuts this close to a black run are the fade's ramp, not cuts
+    detect_px: int = 112  # shot detection looks at the picture shrunk to at most this many px a side
 
     def __post_init__(self) -> None:
         if self.max_fps <= 0:
@@ -147,6 +148,9 @@ class ShotSampler:
         self.settings = settings
         self.fps = fps if fps > 0 else 25.0
         self.box = content_box(size_px, aspect)
+        height, width = self.box[1] - self.box[0], self.box[3] - self.box[2]
+        scale = settings.detect_px / max(height, width)
+        self.shrink = (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1 else None
         self.range_end_s = range_end_s
         self.detector = AdaptiveDetector(
             adaptive_threshold=settings.adaptive_threshold,
@@ -172,6 +176,8 @@ class ShotSampler:
     def push(self, frame: DecodedFrame) -> None:
         y0, y1, x0, x1 = self.box
         picture = np.ascontiguousarray(frame.pixels[y0:y1, x0:x1])
+        if self.shrink is not None:  # cuts, fades and drift are whole-picture events: a quarter of the pixels will do
+            picture = cv2.resize(picture, self.shrink, interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
         # "Black" means nearly every pixel is dark (the 98th percentile), so a dark scene with a
         # bright object in it is not mistaken for the black of a fade.

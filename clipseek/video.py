@@ -86,8 +86,9 @@ class FrameReader:
     """
 
     def __init__(self, path: Path, info: VideoInfo, size_px: int, start_s: float = 0.0,
-                 end_s: float | None = None, ffmpeg_bin: str = "ffmpeg"):
+                 end_s: float | None = None, ffmpeg_bin: str = "ffmpeg", prefetch_frames: int = 64):
         self.path = path
+        self.prefetch_frames = max(1, prefetch_frames)  # decoded ahead of the caller (64 x 150 KB at 224 px)
         self.info = info
         self.size_px = size_px
         self.start_s = max(0.0, start_s)
@@ -106,6 +107,26 @@ class FrameReader:
                 self._stderr_tail.append(line)
         self._times.put(None)
 
+    def _read_stdout(self, stream, frame_bytes: int, frames: queue.Queue, stop: threading.Event) -> None:
+        """Read whole frames into ``frames`` (bounded) until EOF or ``stop``; then put None."""
+        def put(item: bytes | None) -> bool:
+            while not stop.is_set():
+                try:
+                    frames.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            while not stop.is_set():
+                data = stream.read(frame_bytes)
+                if len(data) < frame_bytes or not put(data):
+                    break
+        except (OSError, ValueError):  # the pipe was closed under us: the consumer stopped early
+            pass
+        put(None)
+
     def __iter__(self) -> Iterator[DecodedFrame]:
         frame_bytes = self.size_px * self.size_px * 3
         try:
@@ -115,11 +136,19 @@ class FrameReader:
             raise VideoOpenError(str(self.path), "ffmpeg is not installed") from None
         reader = threading.Thread(target=self._read_stderr, args=(process.stderr,), daemon=True)
         reader.start()
+        # Frames are read on a thread into a bounded queue, so ffmpeg keeps decoding while the
+        # caller works on the frames it has (a pipe holds less than one frame: without the queue,
+        # ffmpeg would wait whenever the caller does).
+        frames: queue.Queue[bytes | None] = queue.Queue(maxsize=self.prefetch_frames)
+        stop = threading.Event()
+        pump = threading.Thread(target=self._read_stdout, args=(process.stdout, frame_bytes, frames, stop),
+                                daemon=True)
+        pump.start()
         index = 0
         try:
             while True:
-                data = process.stdout.read(frame_bytes)
-                if len(data) < frame_bytes:
+                data = frames.get()
+                if data is None:
                     break
                 pts = self._times.get(timeout=60)
                 if pts is None:  # stderr closed before the frame's log line: should not happen
@@ -131,10 +160,12 @@ class FrameReader:
                 yield DecodedFrame(index, time_s, pixels)
                 index += 1
         finally:
+            stop.set()
             if process.poll() is None:
-                process.stdout.close()
                 process.kill()
             returncode = process.wait()
+            pump.join(timeout=5)
+            process.stdout.close()
             reader.join(timeout=5)
         if returncode != 0 and index == 0:
             raise VideoOpenError(str(self.path), "ffmpeg could not decode the video",

@@ -152,3 +152,50 @@ def test_indexer_skips_the_same_content_unless_forced_and_deletes(indexer, loade
                                              VideoDoc(video_id="0123456789abcdef")]))
     assert gone[0].status == "deleted" and "no indexed video matches" in gone[1].error
     assert len(indexer.videos(DocList[VideoDoc]([VideoDoc()]))) == 0
+
+
+def test_loader_probes_and_hashes_a_file_once_for_all_its_ranges(media_dir, tmp_path, monkeypatch):
+    import shutil
+    import sys
+
+    video = tmp_path / "cuts.mp4"
+    shutil.copy(media_dir / "cuts.mp4", video)
+    loader = load("video_loader", media_roots=[str(tmp_path)], frame_size_px=32)
+    loader_module = sys.modules[type(loader).__module__]  # jina imports it under a name of its own
+    calls = []
+    real_hash = loader_module.content_hash
+    monkeypatch.setattr(loader_module, "content_hash", lambda path: calls.append(path) or real_hash(path))
+    first = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(video), start_s=0.0, end_s=1.0),
+                                           VideoDoc(uri=str(video), start_s=1.0, end_s=2.0)]))
+    assert [d.error for d in first] == ["", ""] and len(calls) == 1
+    assert first[0].content_hash == first[1].content_hash == real_hash(video)
+    shutil.copy(media_dir / "sub" / "blue.mp4", video)  # new content under the same name
+    again = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(video))]))[0]
+    assert len(calls) == 2 and again.content_hash == real_hash(video) != first[0].content_hash
+
+
+def test_indexer_commits_finished_videos_at_once_and_partial_ones_at_most_every_interval(
+        loader, image_encoder, media_dir, tmp_path):
+    from clipseek.store import FrameStore
+
+    def send(indexer, start_s, end_s):
+        docs = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"), start_s=start_s,
+                                                       end_s=end_s)]))
+        return indexer.index(image_encoder.encode(docs))[0]
+
+    def committed():
+        return len(FrameStore(tmp_path / "ws").videos)
+
+    indexer = load("indexer", workspace=str(tmp_path / "ws"), commit_interval_s=3600.0)
+    first = send(indexer, 0.0, 2.0)
+    assert first.status == "indexed" and not first.already_indexed and committed() == 0
+    assert send(indexer, 2.0, None).already_indexed and committed() == 1  # the video is complete
+    indexer.delete(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"))]))
+    assert committed() == 0
+    send(indexer, 0.0, 2.0)
+    assert committed() == 0
+    indexer.close()  # an executor that stops writes what it holds
+    assert committed() == 1
+    every_time = load("indexer", workspace=str(tmp_path / "ws2"), commit_interval_s=0.0)
+    send(every_time, 0.0, 2.0)
+    assert len(FrameStore(tmp_path / "ws2").videos) == 1

@@ -1,5 +1,6 @@
 """Decoding and shot detection on synthetic videos whose cut times are known exactly."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -154,3 +155,25 @@ def test_thumbnail_and_hash(cut_video):
     jpeg = grab_jpeg(path, probe(path), 1.0, 96)
     assert jpeg[:2] == b"\xff\xd8"
     assert content_hash(path) == content_hash(path) and len(content_hash(path)) == 64
+
+
+def test_the_reader_decodes_ahead_and_a_reader_stopped_early_leaves_nothing_running(cut_video):
+    import threading
+    import time
+
+    path, _ = cut_video
+    info = probe(path)
+    everything = list(FrameReader(path, info, 32, prefetch_frames=1))
+    assert [f.index for f in everything] == list(range(len(everything))) and len(everything) == 400  # 16 s at 25 fps
+    assert np.allclose([f.time_s for f in everything], np.arange(400) * FRAME_S, atol=1e-6)
+    before = threading.active_count()
+    reader = FrameReader(path, info, 32, prefetch_frames=8)
+    frames = iter(reader)
+    first = [next(frames) for _ in range(3)]
+    time.sleep(0.5)  # the reader thread fills its queue of 8 meanwhile and waits
+    frames.close()
+    assert [f.index for f in first] == [0, 1, 2]
+    assert all(np.array_equal(a.pixels, b.pixels) for a, b in zip(first, everything, strict=False))
+    assert threading.active_count() == before
+    children = subprocess.run(["pgrep", "-P", str(os.getpid()), "ffmpeg"], capture_output=True, text=True)
+    assert children.stdout.strip() == ""

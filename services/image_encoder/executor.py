@@ -23,7 +23,7 @@ class ImageEncoderSettings:
     model: str = DEFAULT_MODEL  # open_clip architecture, or "demo" for the shipped demo model
     pretrained: str = DEFAULT_PRETRAINED  # open_clip tag, a local checkpoint file, or "none" (random)
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
-    precision: str = "auto"  # "auto" (fp16 on GPU, fp32 on CPU), "fp32", "fp16", "bf16"
+    precision: str = "auto"  # auto = fp16 on GPU, bf16 on CPUs with native bf16, else fp32; fp32/fp16/bf16/int8
     batch_size: int = 32  # frames per model call
 
 

@@ -2,12 +2,15 @@
 
 Endpoints: ``/index`` (store a video's frames; same content already indexed = no-op unless
 ``force``), ``/probe`` (mark videos already indexed), ``/search``, ``/videos``, ``/delete``.
-Every write is committed as a new snapshot switched in atomically (see clipseek.store).
+Writes are committed as a new snapshot switched in atomically (see clipseek.store): at once when a
+video is complete or deleted; the ranges of a video still arriving at most every
+``commit_interval_s`` (a commit rewrites the whole index, so not after every range), and on close.
 """
 
 # No `from __future__ import annotations` here: jina reads the endpoint types at run time.
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ class IndexerSettings:
     merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
     merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
     oversample: int = 8  # frame candidates fetched per requested clip
+    commit_interval_s: float = 30.0  # ranges of unfinished videos are written at least this often
 
 
 class Indexer(ClipseekExecutor):
@@ -45,25 +49,39 @@ class Indexer(ClipseekExecutor):
         self.store = FrameStore(Path(os.path.expanduser(s.workspace)),
                                 IndexSettings(m=s.hnsw_m, ef_construction=s.hnsw_ef_construction,
                                               ef_search=s.hnsw_ef_search))
+        self._dirty_since: float | None = None  # when the first uncommitted change was made
         self.log.info("index at %s: %d videos, %d frames", s.workspace, len(self.store.videos), self.store.num_frames)
 
     # -- /index ------------------------------------------------------------------------------
     @requests(on="/index")
     def index(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
-        changed = False
+        changed = finished = False
         for doc in docs:
             if doc.error:
                 doc.status = "failed"
             else:
                 try:
                     changed |= self._index_one(doc)
+                    finished |= bool(doc.already_indexed)
                 except (ClipseekError, ValueError) as exc:
                     doc.error, doc.status = str(exc), "failed"
                     self.log.warning("%s: %s", doc.path or doc.uri, exc)
             doc.frames = doc.frames.__class__()
-        if changed:
-            self.store.commit()
+        if changed and self._dirty_since is None:
+            self._dirty_since = time.monotonic()
+        if self._dirty_since is not None and (
+                finished or time.monotonic() - self._dirty_since >= self.settings.commit_interval_s):
+            self._commit()
         return docs
+
+    def _commit(self) -> None:
+        self.store.commit()
+        self._dirty_since = None
+
+    def close(self) -> None:
+        if self._dirty_since is not None:
+            self._commit()
+        super().close()
 
     def _index_one(self, doc: VideoDoc) -> bool:
         start_s = doc.start_s or 0.0
@@ -138,8 +156,8 @@ class Indexer(ClipseekExecutor):
             self.store.delete(record.video_id)
             doc.video_id, doc.path, doc.status = record.video_id, record.path, "deleted"
             changed = True
-        if changed:
-            self.store.commit()
+        if changed or self._dirty_since is not None:
+            self._commit()
         return docs
 
     # -- /search -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ class TextEncoderSettings:
     model: str = DEFAULT_MODEL  # must be the same model as the image encoder's
     pretrained: str = DEFAULT_PRETRAINED
     device: str = "auto"
-    precision: str = "auto"
+    precision: str = "auto"  # as the image encoder's (use the same on both)
     text_batch_size: int = 64  # queries per model call
     max_query_chars: int = 10000  # longer texts are cut here before tokenising (cheap guard)
 

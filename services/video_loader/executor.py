@@ -8,6 +8,7 @@ Endpoints: ``/index`` (decode), ``/probe`` (expand folders, probe and hash, no d
 
 import base64
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ class LoaderSettings:
     dark_luma: float = 24.0  # frames whose brightest 2% are darker than this are black: never sampled
     chroma_threshold: float = 0.06  # shot detection: share of pixels changing colour at once for a cut
     fade_window_s: float = 1.0  # shot detection: cuts this close to a black run belong to the fade
+    detect_px: int = 112  # shot detection: looks at the picture shrunk to at most this many px a side
     max_range_s: float = 900.0  # longest time range one /index request may decode
     video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
@@ -46,6 +48,7 @@ class LoaderSettings:
 class VideoLoader(ClipseekExecutor):
     settings_class = LoaderSettings
     service_name = "loader"
+    KNOWN_FILES = 1024  # probes and hashes remembered
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -56,7 +59,8 @@ class VideoLoader(ClipseekExecutor):
             max_fps=s.max_fps, max_gap_s=s.max_gap_s, first_offset_s=s.first_offset_s,
             drift_threshold=s.drift_threshold, min_shot_s=s.min_shot_s,
             adaptive_threshold=s.adaptive_threshold, dark_luma=s.dark_luma,
-            chroma_threshold=s.chroma_threshold, fade_window_s=s.fade_window_s)
+            chroma_threshold=s.chroma_threshold, fade_window_s=s.fade_window_s, detect_px=s.detect_px)
+        self._known: OrderedDict[tuple, list] = OrderedDict()  # see _cached
         self.log.info("video loader: media roots %s, frames %d px", [str(r) for r in self.roots], self.size_px)
 
     # -- /probe ------------------------------------------------------------------------------
@@ -90,13 +94,33 @@ class VideoLoader(ClipseekExecutor):
 
     def _describe(self, doc: VideoDoc, path: Path) -> VideoInfo:
         """Fill the probe fields and the content hash of ``doc``; raises on a file that is no video."""
-        info = probe(path)
-        doc.content_hash = content_hash(path)
+        info, digest, size = self._probe_and_hash(path)
+        doc.content_hash = digest
         doc.path = str(path)
         doc.video_id = doc.content_hash[:16]
-        doc.size_bytes = path.stat().st_size
+        doc.size_bytes = size
         doc.duration_s, doc.width_px, doc.height_px, doc.fps = info.duration_s, info.width_px, info.height_px, info.fps
         return info
+
+    def _cached(self, path: Path) -> list:
+        """[stat, probe, content hash or None] of ``path``: probed once while its size, mtime and
+        inode stay the same (a long video arrives as several time ranges, and hashing a 350 MB file
+        again for each of them cost about a second a range; thumbnails probed the file each time)."""
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        entry = self._known.get(key)
+        if entry is None:
+            entry = self._known[key] = [stat, probe(path), None]
+            while len(self._known) > self.KNOWN_FILES:
+                self._known.popitem(last=False)
+        self._known.move_to_end(key)
+        return entry
+
+    def _probe_and_hash(self, path: Path) -> tuple[VideoInfo, str, int]:
+        entry = self._cached(path)
+        if entry[2] is None:
+            entry[2] = content_hash(path)
+        return entry[1], entry[2], entry[0].st_size
 
     # -- /index ------------------------------------------------------------------------------
     @requests(on="/index")
@@ -153,7 +177,7 @@ class VideoLoader(ClipseekExecutor):
         for doc in docs:
             try:
                 path = resolve_media_path(doc.uri, self.roots)
-                jpeg = grab_jpeg(path, probe(path), doc.time_s, doc.width_px)
+                jpeg = grab_jpeg(path, self._cached(path)[1], doc.time_s, doc.width_px)
                 doc.jpeg_base64 = base64.b64encode(jpeg).decode("ascii")
             except (ClipseekError, OSError) as exc:
                 doc.error = str(exc)

@@ -1,0 +1,95 @@
+"""The client's indexing plan without a Flow: ranges, requests in flight, order and failures."""
+
+import threading
+import time
+
+import pytest
+
+from clipseek.client import ClipseekClient, plan_ranges
+from clipseek.docs import VideoDoc
+from clipseek.errors import ClipseekError, FlowUnavailableError
+
+
+class FakeFlow(ClipseekClient):
+    """A client whose /probe and /index answer from a table; /index takes ``delay_s`` and records
+    how many requests were under way at once."""
+
+    def __init__(self, videos: dict[str, float], fail: dict[str, float] | None = None, delay_s: float = 0.05,
+                 unavailable_at: tuple[str, float] | None = None):
+        super().__init__("http://127.0.0.1:9")
+        self.durations = videos
+        self.fail = fail or {}  # path -> start_s of the range that fails
+        self.delay_s = delay_s
+        self.unavailable_at = unavailable_at
+        self.sent: list[tuple[str, float]] = []
+        self.in_flight = self.most_in_flight = 0
+        self.lock = threading.Lock()
+
+    def probe(self, paths, force=False):
+        return [VideoDoc(uri=p, path=p, video_id=p[-1] * 16, duration_s=self.durations[p])
+                if p in self.durations else VideoDoc(uri=p, error=f"{p}: no such file", status="failed")
+                for p in paths]
+
+    def index_range(self, path, start_s, end_s, force=False):
+        with self.lock:
+            self.sent.append((path, start_s))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(self.delay_s)
+            if self.unavailable_at == (path, start_s):
+                raise FlowUnavailableError("the Flow went away")
+            if self.fail.get(path) == start_s:
+                raise ClipseekError(f"{path}: ffmpeg could not decode [{start_s}, {end_s})")
+            return VideoDoc(uri=path, path=path, status="indexed", num_frames=int(start_s) + 1, num_shots=1,
+                            duration_s=self.durations[path])
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_ranges_cover_the_video_in_equal_steps():
+    assert plan_ranges(0.0, 120.0) == [(0.0, None)]
+    assert plan_ranges(100.0, 120.0) == [(0.0, None)]
+    assert plan_ranges(600.0, 120.0) == [(0.0, 120.0), (120.0, 240.0), (240.0, 360.0), (360.0, 480.0),
+                                         (480.0, None)]
+    assert plan_ranges(250.0, 120.0) == [(0.0, 83.333), (83.333, 166.667), (166.667, None)]
+
+
+def test_two_requests_are_in_flight_and_outcomes_come_back_in_order():
+    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 50.0, "/m/c.mp4": 130.0})
+    files, progress = [], []
+    report = flow.index(["/m/a.mp4", "/m/missing.mp4", "/m/b.mp4", "/m/c.mp4"], chunk_s=100.0,
+                        on_file=lambda o: files.append(o.path), on_progress=lambda p, d, t: progress.append(d))
+    assert flow.most_in_flight == 2
+    assert [o.path for o in report.outcomes] == files == ["/m/a.mp4", "/m/missing.mp4", "/m/b.mp4", "/m/c.mp4"]
+    assert [o.status for o in report.outcomes] == ["indexed", "failed", "indexed", "indexed"]
+    assert "no such file" in report.outcomes[1].error
+    assert sorted(flow.sent) == sorted([("/m/a.mp4", 0.0), ("/m/a.mp4", 100.0), ("/m/a.mp4", 200.0),
+                                        ("/m/b.mp4", 0.0), ("/m/c.mp4", 0.0), ("/m/c.mp4", 65.0)])
+    assert report.outcomes[0].num_frames == 201  # the last range's answer: the video's totals
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(480.0)
+
+
+def test_in_flight_one_sends_one_request_at_a_time():
+    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 50.0})
+    report = flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0, in_flight=1)
+    assert flow.most_in_flight == 1 and [o.status for o in report.outcomes] == ["indexed", "indexed"]
+
+
+def test_a_failed_range_stops_that_video_only():
+    flow = FakeFlow({"/m/a.mp4": 500.0, "/m/b.mp4": 200.0}, fail={"/m/a.mp4": 100.0})
+    report = flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0)
+    a, b = report.outcomes
+    assert a.status == "failed" and "could not decode [100.0, 200.0)" in a.error
+    assert b.status == "indexed"
+    sent_a = [start for path, start in flow.sent if path == "/m/a.mp4"]
+    assert 100.0 in sent_a and 400.0 not in sent_a  # at most the one range already under way goes after it
+    assert len(sent_a) <= 3
+
+
+def test_a_flow_that_goes_away_stops_the_run():
+    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 300.0}, unavailable_at=("/m/a.mp4", 100.0))
+    with pytest.raises(FlowUnavailableError):
+        flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0)
+    assert ("/m/b.mp4", 200.0) not in flow.sent
