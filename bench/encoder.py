@@ -86,7 +86,11 @@ def measure_encoder(model: str, pretrained: str, batch_size: int = 32, frames: i
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(frames, clip.image_size, clip.image_size, 3), dtype=np.uint8)
     flops = flops_per_image(clip)
-    variants = {"bf16": _Variant(clip, copy.deepcopy(clip.model).to(torch.bfloat16), torch.bfloat16),
+    from open_clip.model import convert_weights_to_lp
+
+    bf16_model = copy.deepcopy(clip.model)
+    convert_weights_to_lp(bf16_model, dtype=torch.bfloat16)  # as open_clip's precision="bf16" (norms stay fp32)
+    variants = {"bf16": _Variant(clip, bf16_model, torch.bfloat16),
                 "int8": _Variant(clip, quantize_int8(clip.model), torch.float32)}
     warm = pixels[: min(frames, batch_size)]
     clip.encode_frames(warm, batch_size)

@@ -233,18 +233,18 @@ def full_indexing(report: Report, videos: dict, models: list, runs: int) -> None
                 add_int8_indexing(report, result, path, main_pretrained)
 
 
-def add_int8_indexing(report: Report, fp32: IndexingResult, path: Path, pretrained: str) -> None:
+def add_int8_indexing(report: Report, default: IndexingResult, path: Path, pretrained: str) -> None:
     """The same video through the Flow with ``precision: int8`` (both encoders), once, against the
-    baseline median of the fp32 measurement."""
-    log(f"indexing {fp32.video} with {model_label(fp32.model)}, precision int8")
-    run = index_in_child(path, fp32.model, pretrained, overrides={"precision": "int8"})
-    key = f"[{fp32.video}, {model_label(fp32.model)}, int8]"
+    baseline median of the default-precision measurement (``auto``: bf16 on a CPU with native bf16)."""
+    log(f"indexing {default.video} with {model_label(default.model)}, precision int8")
+    run = index_in_child(path, default.model, pretrained, overrides={"precision": "int8"})
+    key = f"[{default.video}, {model_label(default.model)}, int8]"
     report.add(f"index wall {key}", run.wall_s, "s", "1 run; through the Flow, precision: int8")
     report.add(f"index frames embedded {key}", run.frames, "frames", f"{run.shots} shots")
-    report.add(f"index real-time factor {key}", fp32.duration_s / run.wall_s, "x", "video seconds per wall second")
-    if fp32.baseline:
-        report.add(f"speed-up vs VCED baseline {key}", fp32.baseline_wall_s / run.wall_s, "x",
-                   "fp32 baseline median / this run")
+    report.add(f"index real-time factor {key}", default.duration_s / run.wall_s, "x", "video seconds per wall second")
+    if default.baseline:
+        report.add(f"speed-up vs VCED baseline {key}", default.baseline_wall_s / run.wall_s, "x",
+                   "baseline median / this run")
 
 
 def full_encoder(report: Report, models: list) -> None:

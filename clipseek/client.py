@@ -11,7 +11,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +183,9 @@ class ClipseekClient:
 
         Videos are sent as time ranges of ``chunk_s``, ``in_flight`` requests at a time (ranges of
         the same video or of the next ones), so the Flow's loader decodes one range while the image
-        encoder embeds the one before. Results are taken in order; after a range fails, the rest of
-        that video is not sent.
+        encoder embeds the one before. Results are taken in order; after a range fails, no further range
+        of that video is sent (the one already under way may still be indexed: the video is reported
+        failed and is not complete in the index, so the next run sends it again).
         """
         report = IndexReport()
         planned = self.probe(paths, force=force)
@@ -216,41 +217,52 @@ class ClipseekClient:
                 reported += 1
 
         pending: deque[tuple[int, float, float | None, Future]] = deque()
-        with ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="clipseek-index") as pool:
-            try:
-                report_finished()
-                while jobs or pending:
-                    while jobs and len(pending) < max(1, in_flight):
-                        i, start_s, end_s = jobs.popleft()
-                        if outcomes[i].status == "failed":  # an earlier range of this video failed
-                            ranges_left[i] -= 1
-                            continue
-                        pending.append((i, start_s, end_s, pool.submit(
-                            self._index_range_or_error, planned[i].path, start_s, end_s, force)))
-                    if not pending:
-                        report_finished()
-                        continue
-                    i, start_s, end_s, future = pending.popleft()
-                    result, outcome = future.result(), outcomes[i]
-                    ranges_left[i] -= 1
-                    if outcome.status == "failed":
-                        pass
-                    elif result.error:
-                        outcome.status, outcome.error = "failed", result.error
-                    else:
-                        if result.status == "indexed":
-                            outcome.status = "indexed"
-                        outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
-                        outcome.duration_s = result.duration_s or outcome.duration_s
-                        done_s += max(0.0, (end_s if end_s is not None else planned[i].duration_s) - start_s)
-                        if on_progress:
-                            on_progress(outcome.path, done_s, total_s)
-                    report_finished()
-            finally:
-                for *_, future in pending:
-                    future.cancel()
         report_finished()
+        while jobs or pending:
+            while jobs and len(pending) < max(1, in_flight):
+                i, start_s, end_s = jobs.popleft()
+                if outcomes[i].status == "failed":  # an earlier range of this video failed
+                    ranges_left[i] -= 1
+                    continue
+                pending.append((i, start_s, end_s, _in_background(
+                    self._index_range_or_error, planned[i].path, start_s, end_s, force)))
+            if not pending:
+                report_finished()
+                continue
+            i, start_s, end_s, future = pending.popleft()
+            result, outcome = future.result(), outcomes[i]  # Ctrl-C or FlowUnavailableError leave at once
+            ranges_left[i] -= 1
+            if outcome.status == "failed":
+                pass
+            elif result.error:
+                outcome.status, outcome.error = "failed", result.error
+            else:
+                if result.status == "indexed":
+                    outcome.status = "indexed"
+                outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
+                outcome.duration_s = result.duration_s or outcome.duration_s
+                done_s += max(0.0, (end_s if end_s is not None else planned[i].duration_s) - start_s)
+                if on_progress:
+                    on_progress(outcome.path, done_s, total_s)
+            report_finished()
         return report
+
+
+def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
+    """Run ``fn(*args)`` on a daemon thread: a run that stops (Ctrl-C, the Flow went away) does not wait
+    for the requests still under way, as a ThreadPoolExecutor would, at its exit and at the program's."""
+    future: Future = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # handed to the caller through the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="clipseek-index").start()
+    return future
 
 
 def _jsonable(value: Any) -> Any:

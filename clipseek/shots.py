@@ -98,6 +98,8 @@ class SamplingSettings:
             raise ValueError(f"max_fps must be > 0, got {self.max_fps}")
         if self.max_gap_s <= 0:
             raise ValueError(f"max_gap_s must be > 0, got {self.max_gap_s}")
+        if self.detect_px < 16:
+            raise ValueError(f"detect_px must be at least 16, got {self.detect_px}")
 
 
 @dataclass

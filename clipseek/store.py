@@ -4,14 +4,16 @@ Layout of a workspace::
 
     CURRENT            name of the committed snapshot (replaced atomically)
     snap-000042/       index.bin (hnswlib), meta.json (videos, shots), frames.npz (label -> video, time),
-                       vectors.npy (label -> unit vector, float16: scoring the frames around a hit)
+                       vectors.npy (float16 unit vectors, one row per live frame: scoring the
+                       frames around a hit; frames.npz maps label -> row)
 
 A commit writes a whole new snapshot folder, flushes it to disk, then replaces CURRENT with
 ``os.replace``: a crash at any moment leaves CURRENT naming a complete snapshot, so what was
 committed before is never corrupted. Old snapshots are removed after the switch.
 
-Labels are never reused (deleted frames keep their 12 bytes of metadata); hnswlib reuses the
-slots of deleted vectors (``allow_replace_deleted``), so the index does not grow with churn.
+Labels are never reused (deleted frames keep their 16 bytes of metadata); hnswlib reuses the
+slots of deleted vectors (``allow_replace_deleted``), and each commit drops the float16 rows of
+deleted frames, so neither grows with churn.
 """
 
 from __future__ import annotations
@@ -112,9 +114,11 @@ class FrameStore:
         self._index: hnswlib.Index | None = None
         self._frame_video = np.zeros(0, dtype=np.int32)  # label -> video number, -1 when deleted
         self._frame_time = np.zeros(0, dtype=np.float64)
-        # A float16 copy of every vector (1 KB a frame at 512-d): a search scores all frames of the
-        # shots it hits, and reading them back from hnswlib (get_items) costs ~20 us a frame.
-        self._frame_vec = np.zeros((0, 0), dtype=np.float16)
+        # A float16 copy of every live vector (1 KB a frame at 512-d): a search scores all frames of
+        # the shots it hits, and reading them back from hnswlib (get_items) costs ~20 us a frame.
+        self._frame_row = np.zeros(0, dtype=np.int32)  # label -> row of _vecs, -1 when deleted
+        self._vecs = np.zeros((0, 0), dtype=np.float16)
+        self._n_rows = 0  # rows of _vecs in use (deleted frames' rows are dropped at commit)
         self._next_label = 0
         self._video_numbers: dict[str, int] = {}  # video_id -> number used in _frame_video
         self._generation = 0
@@ -147,14 +151,22 @@ class FrameStore:
             index.load_index(str(snap / "index.bin"), allow_replace_deleted=True)
             index.set_ef(self.settings.ef_search)
             self._index = index
+            live = np.flatnonzero(self._frame_video[: self._next_label] >= 0)
             if (snap / "vectors.npy").is_file():
-                self._frame_vec = np.load(snap / "vectors.npy")
+                self._vecs = np.load(snap / "vectors.npy")
+                if "row" in arrays:
+                    self._frame_row = arrays["row"].astype(np.int32)
+                else:  # written with one row per label
+                    self._frame_row = np.full(len(self._frame_video), -1, dtype=np.int32)
+                    self._frame_row[live] = live
             else:  # a workspace from before the copy existed: take the vectors from the index once
-                self._frame_vec = np.zeros((len(self._frame_video), self.dim), dtype=np.float16)
-                live = np.flatnonzero(self._frame_video[: self._next_label] >= 0)
+                self._vecs = np.zeros((len(live), self.dim), dtype=np.float16)
                 for start in range(0, len(live), 50_000):
-                    chunk = live[start:start + 50_000]
-                    self._frame_vec[chunk] = index.get_items(chunk, return_type="numpy")
+                    self._vecs[start:start + 50_000] = index.get_items(live[start:start + 50_000],
+                                                                      return_type="numpy")
+                self._frame_row = np.full(len(self._frame_video), -1, dtype=np.int32)
+                self._frame_row[live] = np.arange(len(live), dtype=np.int32)
+            self._n_rows = len(self._vecs)
         for old in self.workspace.glob("snap-*"):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
@@ -171,11 +183,12 @@ class FrameStore:
             if self._index is not None:
                 self._index.save_index(str(tmp / "index.bin"))
             n = self._next_label
+            self._compact_rows()
             with open(tmp / "frames.npz", "wb") as handle:
-                np.savez(handle, video=self._frame_video[:n], time=self._frame_time[:n])
+                np.savez(handle, video=self._frame_video[:n], time=self._frame_time[:n], row=self._frame_row[:n])
             if self.dim:
                 with open(tmp / "vectors.npy", "wb") as handle:
-                    np.save(handle, self._frame_vec[:n])
+                    np.save(handle, self._vecs[: self._n_rows])
             meta = {
                 "generation": self._generation,
                 "model": self.model,
@@ -200,6 +213,15 @@ class FrameStore:
             for old in self.workspace.glob("snap-*"):
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
+
+    def _compact_rows(self) -> None:
+        """Drop the float16 rows of deleted frames (live frames keep their order)."""
+        live = np.flatnonzero(self._frame_row[: self._next_label] >= 0)
+        if len(live) == self._n_rows:
+            return
+        self._vecs = self._vecs[self._frame_row[live]]
+        self._frame_row[live] = np.arange(len(live), dtype=np.int32)
+        self._n_rows = len(live)
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -274,16 +296,20 @@ class FrameStore:
                 [self._frame_video, np.full(capacity - len(self._frame_video), -1, dtype=np.int32)])
             self._frame_time = np.concatenate(
                 [self._frame_time, np.zeros(capacity - len(self._frame_time), dtype=np.float64)])
-        if len(self._frame_vec) < len(self._frame_video) or self._frame_vec.shape[1] != self.dim:
-            grown = np.zeros((len(self._frame_video), self.dim), dtype=np.float16)
-            if self._frame_vec.shape[1] == self.dim:
-                grown[: len(self._frame_vec)] = self._frame_vec
-            self._frame_vec = grown
+            self._frame_row = np.concatenate(
+                [self._frame_row, np.full(capacity - len(self._frame_row), -1, dtype=np.int32)])
+        rows_needed = self._n_rows + extra
+        if rows_needed > len(self._vecs) or self._vecs.shape[1] != self.dim:
+            grown = np.zeros((max(rows_needed, 2 * len(self._vecs), 1024), self.dim), dtype=np.float16)
+            if self._vecs.shape[1] == self.dim:
+                grown[: self._n_rows] = self._vecs[: self._n_rows]
+            self._vecs = grown
 
     def _delete_labels(self, labels: np.ndarray) -> None:
         for label in labels.tolist():
             self._index.mark_deleted(int(label))
         self._frame_video[labels] = -1
+        self._frame_row[labels] = -1
         self._by_video = None
         self._live = None
 
@@ -330,7 +356,10 @@ class FrameStore:
                 self._frame_video[labels] = number
                 self._frame_time[labels] = times_s
                 norms = np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-                self._frame_vec[labels] = embeddings / norms
+                rows = np.arange(self._n_rows, self._n_rows + len(labels), dtype=np.int32)
+                self._vecs[rows] = embeddings / norms
+                self._frame_row[labels] = rows
+                self._n_rows += len(labels)
                 self._next_label += len(labels)
             self.videos[record.video_id] = record
             self._by_video = None
@@ -391,7 +420,7 @@ class FrameStore:
                 return []
             all_labels = np.concatenate([labels for *_, labels in spans])
             unit_query = query[0] / max(float(np.linalg.norm(query[0])), 1e-12)
-            all_scores = self._frame_vec[all_labels].astype(np.float32) @ unit_query
+            all_scores = self._vecs[self._frame_row[all_labels]].astype(np.float32) @ unit_query
             results: list[tuple[str, Clip]] = []
             per_video: dict[str, list[Clip]] = {}
             offset = 0

@@ -158,10 +158,12 @@ class FrameReader:
                                 daemon=True)
         pump.start()
         index = 0
+        at_end = False
         try:
             while True:
                 data = frames.get()
                 if data is None:
+                    at_end = True
                     break
                 pts = self._times.get(timeout=60)
                 if pts is None:  # stderr closed before the frame's log line: should not happen
@@ -174,12 +176,18 @@ class FrameReader:
                 index += 1
         finally:
             stop.set()
+            if at_end:  # ffmpeg closed its output: let it exit by itself, so its exit code is its own
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
             if process.poll() is None:
                 process.kill()
             returncode = process.wait()
             pump.join(timeout=5)
             process.stdout.close()
             reader.join(timeout=5)
+            process.stderr.close()
         if returncode != 0 and index == 0:
             raise VideoOpenError(str(self.path), "ffmpeg could not decode the video",
                                  "\n".join(self._stderr_tail))

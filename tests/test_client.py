@@ -15,12 +15,13 @@ class FakeFlow(ClipseekClient):
     how many requests were under way at once."""
 
     def __init__(self, videos: dict[str, float], fail: dict[str, float] | None = None, delay_s: float = 0.05,
-                 unavailable_at: tuple[str, float] | None = None):
+                 unavailable_at: tuple[str, float] | None = None, slow: dict | None = None):
         super().__init__("http://127.0.0.1:9")
         self.durations = videos
         self.fail = fail or {}  # path -> start_s of the range that fails
         self.delay_s = delay_s
         self.unavailable_at = unavailable_at
+        self.slow = slow or {}  # (path, start_s) -> seconds that request takes instead of delay_s
         self.sent: list[tuple[str, float]] = []
         self.in_flight = self.most_in_flight = 0
         self.lock = threading.Lock()
@@ -36,7 +37,7 @@ class FakeFlow(ClipseekClient):
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            time.sleep(self.delay_s)
+            time.sleep(self.slow.get((path, start_s), self.delay_s))
             if self.unavailable_at == (path, start_s):
                 raise FlowUnavailableError("the Flow went away")
             if self.fail.get(path) == start_s:
@@ -88,8 +89,11 @@ def test_a_failed_range_stops_that_video_only():
     assert len(sent_a) <= 3
 
 
-def test_a_flow_that_goes_away_stops_the_run():
-    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 300.0}, unavailable_at=("/m/a.mp4", 100.0))
+def test_a_flow_that_goes_away_stops_the_run_without_waiting_for_requests_under_way():
+    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 300.0}, unavailable_at=("/m/a.mp4", 100.0),
+                    slow={("/m/a.mp4", 200.0): 5.0})
+    started = time.perf_counter()
     with pytest.raises(FlowUnavailableError):
         flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0)
-    assert ("/m/b.mp4", 200.0) not in flow.sent
+    assert time.perf_counter() - started < 2.0  # the 5 s request still under way is not waited for
+    assert ("/m/a.mp4", 200.0) in flow.sent and ("/m/b.mp4", 0.0) not in flow.sent

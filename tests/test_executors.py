@@ -196,6 +196,20 @@ def test_indexer_commits_finished_videos_at_once_and_partial_ones_at_most_every_
     assert committed() == 0
     indexer.close()  # an executor that stops writes what it holds
     assert committed() == 1
+
+    def snapshot():
+        return (tmp_path / "ws" / "CURRENT").read_text()
+
+    indexer = load("indexer", workspace=str(tmp_path / "ws"), commit_interval_s=3600.0)
+    send(indexer, 2.0, None)  # now complete
+    before = snapshot()
+    docs = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"), start_s=0.0, end_s=2.0,
+                                                   force=True)]))
+    assert indexer.index(image_encoder.encode(docs))[0].status == "indexed"
+    assert snapshot() == before  # a forced range of a complete video: not its last range, no commit yet
+    docs = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"), start_s=2.0, force=True)]))
+    indexer.index(image_encoder.encode(docs))
+    assert snapshot() != before
     every_time = load("indexer", workspace=str(tmp_path / "ws2"), commit_interval_s=0.0)
     send(every_time, 0.0, 2.0)
     assert len(FrameStore(tmp_path / "ws2").videos) == 1

@@ -208,7 +208,8 @@ def at_cosine(cosines, dim=32, seed=0):
     return np.asarray(out, dtype=np.float32)
 
 
-@pytest.mark.parametrize("reload", ["same store", "reloaded", "workspace without vectors.npy"])
+@pytest.mark.parametrize("reload", ["same store", "reloaded", "workspace without vectors.npy",
+                                    "vectors.npy by label"])
 def test_a_clip_grows_over_frames_that_were_not_candidates(tmp_path, reload):
     """The best frame of a 30 s shot is the top hit; its other 30 frames score 0.975, below 100
     distractors (0.98), so none is among the 100 candidates. They still join the clip (within 0.03
@@ -223,10 +224,34 @@ def test_a_clip_grows_over_frames_that_were_not_candidates(tmp_path, reload):
         store.add(record, shots, np.arange(10) * 10.0 + 5.0, at_cosine([0.98] * 10, seed=v + 1), "m", 0.0, 100.0)
     store.commit()
     if reload != "same store":
+        snap = tmp_path / (tmp_path / "CURRENT").read_text().strip()
         if reload == "workspace without vectors.npy":
-            (tmp_path / (tmp_path / "CURRENT").read_text().strip() / "vectors.npy").unlink()
+            (snap / "vectors.npy").unlink()
+        if reload == "vectors.npy by label":  # the layout before frames.npz had its label -> row map
+            arrays = dict(np.load(snap / "frames.npz"))
+            by_label = np.load(snap / "vectors.npy")[arrays.pop("row")]
+            np.savez(snap / "frames.npz", **arrays)
+            np.save(snap / "vectors.npy", by_label)
         store = FrameStore(tmp_path)
     (record, clip), *_ = store.search(np.eye(32, dtype=np.float32)[0], top_k=3)
     assert record.video_id == "target"
     assert clip.score == pytest.approx(0.99, abs=1e-5)
     assert (clip.start_s, clip.end_s) == (0.0, 31.0)
+
+
+def test_re_indexing_and_deleting_do_not_grow_the_vector_copy(tmp_path):
+    videos = clustered(n_videos=3)
+    store = FrameStore(tmp_path)
+    for _ in range(5):  # the same videos again and again: labels grow, live frames do not
+        fill(store, videos)
+        store.commit()
+    store.delete(videos[0][0])
+    store.commit()
+    live = sum(len(v[2]) for v in videos[1:])
+    assert store.num_frames == live
+    snap = tmp_path / (tmp_path / "CURRENT").read_text().strip()
+    assert np.load(snap / "vectors.npy").shape == (live, 32)
+    reloaded = FrameStore(tmp_path)
+    for video_id, spans, _, _, centres in videos[1:]:
+        (record, clip), *_ = reloaded.search(centres[1], top_k=3)
+        assert (record.video_id, clip.start_s, clip.end_s) == (video_id, spans[1].start_s, spans[1].end_s)

@@ -192,3 +192,12 @@ def test_this_ffmpeg_can_skip_showinfo_checksums_and_frames_keep_their_times(cut
     path, _ = cut_video
     reader = FrameReader(path, probe(path), 32)
     assert ("showinfo=checksum=0" in " ".join(reader.argv)) == showinfo_can_skip_checksums()
+
+
+def test_detection_size_is_validated_and_a_small_detection_size_finds_the_same_cuts(cut_video):
+    with pytest.raises(ValueError, match="detect_px must be at least 16, got 0"):
+        SamplingSettings(detect_px=0)
+    path, _ = cut_video
+    small = scan(path, size_px=224, detect_px=32)
+    full = scan(path, size_px=224, detect_px=224)
+    assert [round(s.start_s, 2) for s in small.shots] == [round(s.start_s, 2) for s in full.shots]

@@ -23,7 +23,7 @@ from clipseek.docs import Query, Segment, VideoDoc
 from clipseek.errors import ClipseekError
 from clipseek.segments import Margin
 from clipseek.service import ClipseekExecutor
-from clipseek.store import FrameStore, IndexSettings, ShotSpan, VideoRecord
+from clipseek.store import RANGE_EPSILON_S, FrameStore, IndexSettings, ShotSpan, VideoRecord
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Indexer(ClipseekExecutor):
             else:
                 try:
                     changed |= self._index_one(doc)
-                    finished |= bool(doc.already_indexed)
+                    finished |= self._video_done(doc)
                 except (ClipseekError, ValueError) as exc:
                     doc.error, doc.status = str(exc), "failed"
                     self.log.warning("%s: %s", doc.path or doc.uri, exc)
@@ -74,14 +74,23 @@ class Indexer(ClipseekExecutor):
             self._commit()
         return docs
 
+    @staticmethod
+    def _video_done(doc: VideoDoc) -> bool:
+        """The video is complete in the index and this was its last range (a forced re-index of a
+        complete video stays complete all along: it is committed after its last range, not each)."""
+        end_s = doc.end_s if doc.end_s is not None else doc.duration_s
+        return bool(doc.already_indexed) and end_s >= doc.duration_s - RANGE_EPSILON_S
+
     def _commit(self) -> None:
         self.store.commit()
         self._dirty_since = None
 
     def close(self) -> None:
-        if self._dirty_since is not None:
-            self._commit()
-        super().close()
+        try:
+            if self._dirty_since is not None:
+                self._commit()
+        finally:
+            super().close()
 
     def _index_one(self, doc: VideoDoc) -> bool:
         start_s = doc.start_s or 0.0

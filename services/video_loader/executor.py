@@ -103,11 +103,12 @@ class VideoLoader(ClipseekExecutor):
         return info
 
     def _cached(self, path: Path) -> list:
-        """[stat, probe, content hash or None] of ``path``: probed once while its size, mtime and
-        inode stay the same (a long video arrives as several time ranges, and hashing a 350 MB file
-        again for each of them cost about a second a range; thumbnails probed the file each time)."""
+        """[stat, probe, content hash or None] of ``path``: probed once while its size, mtime, ctime
+        and inode stay the same (ctime also changes when a rewrite restores the mtime, as rsync -t
+        does). A long video arrives as several time ranges, and hashing a 350 MB file again for each
+        of them cost about a second a range; thumbnails probed the file each time."""
         stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         entry = self._known.get(key)
         if entry is None:
             entry = self._known[key] = [stat, probe(path), None]
