@@ -122,7 +122,7 @@ def add_search(report: Report, result) -> None:
         report.add(f"search {protocol.upper()} p50 {key}", p50, "ms", f"{count} queries, end to end")
         report.add(f"search {protocol.upper()} p95 {key}", p95, "ms", "")
         report.add(f"search {protocol.upper()} p99 {key}", p99, "ms", "")
-    report.add(f"search recall@10 {key}", result.recall_at_10, "fraction", "hnsw (ef 128, k 100) vs exact")
+    report.add(f"search recall@10 {key}", result.recall_at_10, "fraction", "hnsw (ef 256, k 100) vs exact")
     report.add(f"text encode alone p50 {key}", result.parts["text_encode_p50_ms"], "ms", "in-process")
     report.add(f"FrameStore.search alone p50 {key}", result.parts["store_search_p50_ms"], "ms",
                "in-process: hnsw + clip assembly")

@@ -79,7 +79,7 @@ class IndexSettings:
     space: str = "cosine"
     m: int = 16
     ef_construction: int = 200
-    ef_search: int = 128
+    ef_search: int = 256  # recall@10 at 1M synthetic frames: 0.975 at 128, 0.995 at 256 (+0.4 ms)
     threads: int = 0  # 0 = all cores
 
 
