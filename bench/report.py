@@ -16,6 +16,8 @@ class Row:
     def formatted(self) -> str:
         if not math.isfinite(self.value):
             return "n/a"
+        if self.unit == "cosine":  # 0.99995 must not print as 1
+            return f"{self.value:.6f}"
         if abs(self.value) >= 100:
             return f"{self.value:.0f}"
         if abs(self.value) >= 10:

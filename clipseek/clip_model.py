@@ -94,7 +94,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (x86 avx512_bf16 or AMX), so that the
-    ``auto`` precision can pick bf16 on it: ViT-B-32 embeds ~3.9x faster than in fp32 there with
+    ``auto`` precision can pick bf16 on it: ViT-B-32 embeds ~3.4x faster than in fp32 there with
     embeddings at cosine >= 0.9999 to fp32's (docs/benchmarks.md). Elsewhere bf16 is emulated and
     slower, and auto stays fp32."""
     try:
