@@ -74,9 +74,11 @@ def build_workspace(count: int, dim: int, model: str) -> tuple[Path, float]:
     return path, build_s
 
 
-def ann_recall_at_10(path: Path, queries: int = RECALL_QUERIES) -> float:
-    """recall@10 of the engine's candidate search (k = 100 candidates at its ef) against exact search,
-    for queries drawn near the data (fresh points of the same blobs)."""
+def ann_recall_at_10(path: Path, queries: int = RECALL_QUERIES, ef_search: int | None = None,
+                     timing: dict | None = None) -> float:
+    """recall@10 of the engine's candidate search (k = 100 candidates at its ef, or ``ef_search``)
+    against exact search, for queries drawn near the data (fresh points of the same blobs). With a
+    ``timing`` dict, also the mean ms of one hnsw query (k 100, one query at a time) as "knn_ms"."""
     from clipseek.store import FrameStore, IndexSettings
 
     vectors = np.load(path / "vectors.npy", mmap_mode="r")
@@ -95,7 +97,12 @@ def ann_recall_at_10(path: Path, queries: int = RECALL_QUERIES) -> float:
     all_labels, all_scores = np.concatenate(labels_seen, axis=1), np.concatenate(scores_seen, axis=1)
     exact = np.take_along_axis(all_labels, np.argsort(-all_scores, axis=1)[:, :10], axis=1)
     k = 100  # what FrameStore.search asks hnswlib for at top_k = 10 (top_k * oversample, at least 100)
-    store._index.set_ef(max(store.settings.ef_search, k))
+    store._index.set_ef(max(ef_search or store.settings.ef_search, k))
+    if timing is not None:
+        started = time.perf_counter()
+        for row in query:
+            store._index.knn_query(row[None], k=k)
+        timing["knn_ms"] = (time.perf_counter() - started) / len(query) * 1000
     labels, distances = store._index.knn_query(query, k=k)
     order = np.argsort(distances, axis=1)[:, :10]
     found = np.take_along_axis(labels, order, axis=1)

@@ -111,13 +111,12 @@ def parse_probe(probe: dict) -> VideoInfo | None:
     )
 
 
-def frame_filter_args(size_px: int, showinfo_checksum: bool = False) -> list[tuple[str, tuple, dict]]:
+def frame_filter_args(size_px: int) -> list[tuple[str, tuple, dict]]:
     """The video filters that shape each frame: fit in a ``size_px`` square, pad black, log pts.
 
-    Area scaling: an average over each output pixel's footprint (antialiased), and cheaper than
-    bilinear for these large reductions. showinfo's per-frame checksums (and statistics) cost more
-    than the scaling: 8.4 s against 6.5 s to deliver 2 min of 720p at 224 px here, so they are off
-    (``checksum=0`` needs ffmpeg >= 5.0; pass ``showinfo_checksum=True`` for older ones).
+    Area scaling averages each output pixel's footprint (an antialiased reduction, where bilinear
+    samples a few source pixels); at 1280x720 -> 224 px the two cost the same here
+    (bench/loader_parts.py).
     """
     return [
         ("scale", (size_px, size_px), {"force_original_aspect_ratio": "decrease", "flags": "area"}),
@@ -125,12 +124,12 @@ def frame_filter_args(size_px: int, showinfo_checksum: bool = False) -> list[tup
         ("setsar", ("1",), {}),
         ("format", ("rgb24",), {}),
         # showinfo logs each frame's real pts to stderr: variable frame rates stay exact.
-        ("showinfo", (), {} if showinfo_checksum else {"checksum": 0}),
+        ("showinfo", (), {}),
     ]
 
 
 def decode_argv(path: str | Path, info: VideoInfo, size_px: int, start_s: float = 0.0,
-                end_s: float | None = None, ffmpeg_bin: str = "ffmpeg", showinfo_checksum: bool = False) -> list[str]:
+                end_s: float | None = None, ffmpeg_bin: str = "ffmpeg") -> list[str]:
     """ffmpeg argv that writes every frame of [start_s, end_s) of the chosen stream to stdout as raw
     RGB, letterboxed to ``size_px``; frame times come from showinfo on stderr (see SHOWINFO_RE)."""
     input_kwargs: dict[str, Any] = {}
@@ -139,7 +138,7 @@ def decode_argv(path: str | Path, info: VideoInfo, size_px: int, start_s: float 
     if end_s is not None:
         input_kwargs["t"] = f"{max(0.0, end_s - start_s):.6f}"
     stream = ffmpeg.input(file_url(path), **input_kwargs)[str(info.stream_index)]
-    for name, args, kwargs in frame_filter_args(size_px, showinfo_checksum):
+    for name, args, kwargs in frame_filter_args(size_px):
         stream = stream.filter(name, *args, **kwargs)
     out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", fps_mode="passthrough",
                         copyts=None, an=None, sn=None, dn=None)

@@ -6,7 +6,6 @@ size, so memory does not grow with the length of the video.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -43,17 +42,6 @@ def content_hash(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=4)
-def showinfo_can_skip_checksums(ffmpeg_bin: str = "ffmpeg") -> bool:
-    """Whether this ffmpeg's showinfo filter has the ``checksum`` option (ffmpeg >= 5.0)."""
-    try:
-        result = subprocess.run([ffmpeg_bin, "-hide_banner", "-h", "filter=showinfo"], capture_output=True,
-                                text=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "checksum" in result.stdout
 
 
 def probe(path: Path) -> VideoInfo:
@@ -105,8 +93,7 @@ class FrameReader:
         self.size_px = size_px
         self.start_s = max(0.0, start_s)
         self.end_s = end_s
-        self.argv = decode_argv(path, info, size_px, self.start_s, end_s, ffmpeg_bin,
-                                showinfo_checksum=not showinfo_can_skip_checksums(ffmpeg_bin))
+        self.argv = decode_argv(path, info, size_px, self.start_s, end_s, ffmpeg_bin)
         self._times: queue.Queue[float | None] = queue.Queue()
         self._stderr_tail: deque[str] = deque(maxlen=20)
 

@@ -179,21 +179,6 @@ def test_the_reader_decodes_ahead_and_a_reader_stopped_early_leaves_nothing_runn
     assert children.stdout.strip() == ""
 
 
-def test_this_ffmpeg_can_skip_showinfo_checksums_and_frames_keep_their_times(cut_video):
-    import re
-
-    from clipseek.video import showinfo_can_skip_checksums
-
-    version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split()[2]
-    major = re.match(r"n?(\d+)\.", version)  # "5.1.9-0+deb12u1", "n7.1"; git builds say "N-1234-g..."
-    if major:
-        assert showinfo_can_skip_checksums() == (int(major.group(1)) >= 5)
-    assert showinfo_can_skip_checksums("/nonexistent/ffmpeg") is False
-    path, _ = cut_video
-    reader = FrameReader(path, probe(path), 32)
-    assert ("showinfo=checksum=0" in " ".join(reader.argv)) == showinfo_can_skip_checksums()
-
-
 def test_detection_size_is_validated_and_a_small_detection_size_finds_the_same_cuts(cut_video):
     with pytest.raises(ValueError, match="detect_px must be at least 16, got 0"):
         SamplingSettings(detect_px=0)
