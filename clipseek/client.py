@@ -162,13 +162,17 @@ class ClipseekClient:
             raise ClipseekError(result.error)
         return base64.b64decode(result.jpeg_base64)
 
-    def index_range(self, path: str, start_s: float, end_s: float | None, force: bool = False) -> VideoDoc:
-        doc = VideoDoc(uri=path, start_s=start_s, end_s=end_s, force=force)
+    def index_range(self, path: str, start_s: float, end_s: float | None, force: bool = False,
+                    generation: int = 0) -> VideoDoc:
+        """Index one time range; ``generation`` (from /probe) lets the indexer refuse it if the video was
+        deleted after the run was planned."""
+        doc = VideoDoc(uri=path, start_s=start_s, end_s=end_s, force=force, generation=generation)
         return self._post("/index", DocList[VideoDoc]([doc]), VideoDoc)[0]
 
-    def _index_range_or_error(self, path: str, start_s: float, end_s: float | None, force: bool) -> VideoDoc:
+    def _index_range_or_error(self, path: str, start_s: float, end_s: float | None, force: bool,
+                              generation: int) -> VideoDoc:
         try:
-            return self.index_range(path, start_s, end_s, force)
+            return self.index_range(path, start_s, end_s, force, generation)
         except FlowUnavailableError:
             raise
         except ClipseekError as exc:
@@ -225,7 +229,7 @@ class ClipseekClient:
                     ranges_left[i] -= 1
                     continue
                 pending.append((i, start_s, end_s, _in_background(
-                    self._index_range_or_error, planned[i].path, start_s, end_s, force)))
+                    self._index_range_or_error, planned[i].path, start_s, end_s, force, planned[i].generation)))
             if not pending:
                 report_finished()
                 continue

@@ -7,12 +7,14 @@ Every service, the CLI and the web page import these types; nobody redefines a f
              image encoder fills ``Frame.embedding`` and drops the pixels
              indexer stores the frames and answers with the VideoDoc's summary (no frames)
 ``/probe``   client -> VideoDoc(uri): the loader expands folders and fills probe fields and the content
-             hash without decoding; the indexer sets ``already_indexed``. Cheap; the client uses it to
-             plan the ``/index`` requests (and to split long videos into time ranges).
+             hash without decoding; the indexer sets ``already_indexed`` and ``generation`` (and records
+             a new path of content already indexed). Cheap; the client uses it to plan the ``/index``
+             requests (and to split long videos into time ranges), each carrying ``generation``.
 ``/search``  client -> Query(text, top_k, video_ids): the text encoder fills ``embedding``, the indexer
              fills ``segments`` (ranked, non-overlapping clips) or ``error``.
 ``/videos``  client -> one empty VideoDoc: the indexer answers with one VideoDoc per indexed video.
-``/delete``  client -> VideoDoc(video_id or uri): the indexer removes the video; ``status`` says so.
+``/delete``  client -> VideoDoc(video_id or uri): the indexer removes the video (by path: only that path
+             when the same content is indexed at another one; ``paths`` says where it stays).
 ``/thumbnail`` client -> Thumbnail(uri, time_s): the loader fills ``jpeg_base64`` with the frame at that time.
 
 Problems with one document (a missing file, a corrupt video, an empty query) are reported in its
@@ -52,6 +54,7 @@ class VideoDoc(BaseDoc):
     start_s: float | None = None  # optional time range to index, for long videos
     end_s: float | None = None
     force: bool = False  # re-index even when the content is already indexed
+    generation: int = 0  # when the index run was planned: /probe sets it, /index sends it back (a delete wins)
 
     # filled by the loader
     path: str = ""  # resolved absolute path under a media root
@@ -68,7 +71,8 @@ class VideoDoc(BaseDoc):
     model: str = ""  # the model that made the embeddings; the index refuses to mix models
 
     # filled by the indexer
-    already_indexed: bool = False
+    paths: list[str] = []  # every path where this content is indexed (the same file copied = one video)
+    already_indexed: bool = False  # the whole video is indexed (False: not yet, or only some of its ranges)
     num_shots: int = 0
     num_frames: int = 0
     indexed_at: str = ""  # ISO 8601, UTC

@@ -32,3 +32,7 @@ class QueryError(ClipseekError):
 
 class FlowUnavailableError(ClipseekError):
     """The clipseek Flow cannot be reached at the configured address."""
+
+
+class WorkspaceBusyError(ClipseekError):
+    """Another process already writes to this index workspace."""

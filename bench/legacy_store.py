@@ -1,4 +1,7 @@
-"""The frame index: hnswlib (cosine) for the vectors, plain arrays and JSON for what they mean.
+"""THE OLD INDEX, kept only as the benchmark's baseline (bench/index_commit.py): clipseek.store as of commit
+e8798a6, the snapshot store that rewrote the whole index on every commit. Not used by the product.
+
+The frame index: hnswlib (cosine) for the vectors, plain arrays and JSON for what they mean.
 
 Layout of a workspace::
 
@@ -32,9 +35,9 @@ import hnswlib
 import numpy as np
 
 from clipseek.errors import ClipseekError, QueryError
-from clipseek.segments import Clip, Margin, ScoredFrame, clamp, clips_in_shot, merge_touching, rank
+from clipseek.index.clips import Clip, Margin, ScoredFrame, clamp, clips_in_shot, merge_touching, rank
 
-logger = logging.getLogger("clipseek.store")
+logger = logging.getLogger("bench.legacy_store")
 
 RANGE_EPSILON_S = 0.05
 

@@ -13,6 +13,7 @@ frames inside [0, duration].
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 
@@ -98,3 +99,55 @@ def clamp(clip: Clip, duration_s: float) -> Clip:
 def rank(clips: list[tuple[str, Clip]], top_k: int) -> list[tuple[str, Clip]]:
     """Best first; ties broken by video and time so results are stable."""
     return sorted(clips, key=lambda vc: (-vc[1].score, vc[0], vc[1].start_s))[:top_k]
+
+
+# -- from frame hits to clips ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FrameHit:
+    """A frame among the nearest neighbours of the query."""
+
+    video_id: str
+    time_s: float
+    score: float
+
+
+@dataclass(frozen=True)
+class HitShot:
+    """A shot that holds at least one hit, with every indexed frame of it scored against the query."""
+
+    video_id: str
+    start_s: float
+    end_s: float
+    times_s: tuple[float, ...] = ()
+    scores: tuple[float, ...] = ()
+
+
+def shots_of_hits(hits: list[FrameHit], shot_starts: dict[str, list[float]],
+                  shot_ends: dict[str, list[float]]) -> list[tuple[str, float, float]]:
+    """The (video_id, start_s, end_s) of each shot holding a hit, in the order of their first hit.
+    Hits in videos without shots (unknown to the catalogue) are dropped."""
+    seen: dict[tuple[str, int], None] = {}
+    for hit in hits:
+        starts = shot_starts.get(hit.video_id)
+        if not starts:
+            continue
+        seen[(hit.video_id, max(0, bisect.bisect_right(starts, hit.time_s) - 1))] = None
+    return [(video_id, shot_starts[video_id][i], shot_ends[video_id][i]) for video_id, i in seen]
+
+
+def clips_from_hits(hits: list[FrameHit], shots: list[HitShot], durations: dict[str, float],
+                    margin: Margin, top_k: int) -> list[tuple[str, Clip]]:
+    """Ranked, non-overlapping clips inside their videos. A hit keeps its own score (the vector
+    index's exact one); the other frames of a hit shot use the score in ``shots``."""
+    exact = {(h.video_id, round(h.time_s, 6)): h.score for h in hits}
+    per_video: dict[str, list[Clip]] = {}
+    for shot in shots:
+        frames = []
+        for time_s, score in zip(shot.times_s, shot.scores, strict=True):
+            key = (shot.video_id, round(time_s, 6))
+            frames.append(ScoredFrame(time_s, exact.get(key, score), key in exact))
+        per_video.setdefault(shot.video_id, []).extend(clips_in_shot(shot.start_s, shot.end_s, frames, margin))
+    results: list[tuple[str, Clip]] = []
+    for video_id, clips in per_video.items():
+        results.extend((video_id, clamp(c, durations.get(video_id, 0.0))) for c in merge_touching(clips, margin))
+    return rank(results, top_k)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from clipseek.segments import Clip, Margin, ScoredFrame, clamp, clips_in_shot, merge_touching, rank
+from clipseek.index.clips import Clip, Margin, ScoredFrame, clamp, clips_in_shot, merge_touching, rank
 
 
 def frames(*pairs, hits=None):
