@@ -163,14 +163,14 @@ class ClipseekClient:
         return base64.b64decode(result.jpeg_base64)
 
     def index_range(self, path: str, start_s: float, end_s: float | None, force: bool = False,
-                    generation: int = 0) -> VideoDoc:
+                    generation: float = 0.0) -> VideoDoc:
         """Index one time range; ``generation`` (from /probe) lets the indexer refuse it if the video was
         deleted after the run was planned."""
         doc = VideoDoc(uri=path, start_s=start_s, end_s=end_s, force=force, generation=generation)
         return self._post("/index", DocList[VideoDoc]([doc]), VideoDoc)[0]
 
     def _index_range_or_error(self, path: str, start_s: float, end_s: float | None, force: bool,
-                              generation: int) -> VideoDoc:
+                              generation: float) -> VideoDoc:
         try:
             return self.index_range(path, start_s, end_s, force, generation)
         except FlowUnavailableError:

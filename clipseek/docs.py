@@ -54,7 +54,7 @@ class VideoDoc(BaseDoc):
     start_s: float | None = None  # optional time range to index, for long videos
     end_s: float | None = None
     force: bool = False  # re-index even when the content is already indexed
-    generation: int = 0  # when the index run was planned: /probe sets it, /index sends it back (a delete wins)
+    generation: float = 0.0  # when the index run was planned (s since the epoch): /probe sets it, /index sends it back
 
     # filled by the loader
     path: str = ""  # resolved absolute path under a media root

@@ -31,7 +31,7 @@ class FakeFlow(ClipseekClient):
                 if p in self.durations else VideoDoc(uri=p, error=f"{p}: no such file", status="failed")
                 for p in paths]
 
-    def index_range(self, path, start_s, end_s, force=False):
+    def index_range(self, path, start_s, end_s, force=False, generation=0.0):
         with self.lock:
             self.sent.append((path, start_s))
             self.in_flight += 1

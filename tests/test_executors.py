@@ -181,7 +181,7 @@ def test_every_indexer_answer_is_durable_and_a_delete_cancels_ranges_planned_bef
     import subprocess
     import sys
 
-    def send(indexer, start_s, end_s, generation=0):
+    def send(indexer, start_s, end_s, generation=0.0):
         docs = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"), start_s=start_s,
                                                        end_s=end_s, generation=generation)]))
         return indexer.index(image_encoder.encode(docs))[0]

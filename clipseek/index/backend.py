@@ -58,7 +58,7 @@ class Change:
     removed_pieces: list[tuple[str, float]] = field(default_factory=list)  # (video_id, piece start_s)
     pieces: list[tuple[str, Piece]] = field(default_factory=list)
     frames: list[FrameBatch] = field(default_factory=list)
-    tombstones: dict[str, int] = field(default_factory=dict)  # key ("video:<id>", "path:<path>") -> generation
+    tombstones: dict[str, float] = field(default_factory=dict)  # key ("video:<id>", "path:<path>") -> when
     model: ModelIdentity | None = None  # set with the first frames of a workspace
 
     def __bool__(self) -> bool:
@@ -80,8 +80,8 @@ class Backend(Protocol):
     def video_at(self, path: str) -> VideoRecord | None:
         """The video one of whose paths is exactly ``path``."""
 
-    def tombstone(self, key: str) -> int:
-        """The generation of the last delete recorded under ``key``, 0 if none."""
+    def tombstone(self, key: str) -> float:
+        """When (``Library.generation``) the last delete under ``key`` happened, 0 if none."""
 
     def frame_count(self, video_id: str | None = None) -> int: ...
 

@@ -66,7 +66,7 @@ class RangeUpload:
     height_px: int = 0
     fps: float = 0.0
     force: bool = False
-    generation: int = 0  # when the index run was planned (from probe); 0: now
+    generation: float = 0.0  # when the index run was planned (from probe, seconds since the epoch); 0: now
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class Library:
     """Decisions over a ``Backend``; safe to call from several threads (writes are serialised)."""
 
     def __init__(self, backend: Backend, search: SearchSettings | None = None,
-                 exists: Callable[[str], bool] = os.path.exists, clock: Callable[[], int] = time.time_ns):
+                 exists: Callable[[str], bool] = os.path.exists, clock: Callable[[], float] = time.time):
         self.backend = backend
         self.search_settings = search or SearchSettings()
         self._exists = exists  # is a file still there (a copy or a move?)
@@ -128,8 +128,8 @@ class Library:
     def model(self) -> ModelIdentity | None:
         return self.backend.model
 
-    def generation(self) -> int:
-        """Now, as an index run should remember it (see the module's docstring)."""
+    def generation(self) -> float:
+        """Now (seconds since the epoch), as an index run should remember it (see the module's docstring)."""
         return self._clock()
 
     def videos(self) -> list[VideoRecord]:

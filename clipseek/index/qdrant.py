@@ -144,10 +144,10 @@ class QdrantBackend:
         found = self._records(self._scroll(self.catalog, [self._match("kind", "video"), self._match("paths", path)]))
         return found[0] if found else None
 
-    def tombstone(self, key: str) -> int:
+    def tombstone(self, key: str) -> float:
         with self._serial:
             found = self.client.retrieve(self.catalog, [point_id(f"tomb/{key}")], with_payload=True)
-        return int(found[0].payload["generation"]) if found else 0
+        return float(found[0].payload["generation"]) if found else 0.0
 
     def _has_frames(self) -> bool:
         with self._serial:

@@ -138,8 +138,8 @@ class EmbeddedBackend:
             video_id = self._at_path.get(path)
             return self._videos.get(video_id) if video_id else None
 
-    def tombstone(self, key: str) -> int:
-        return self._tombstones.get(key, 0)
+    def tombstone(self, key: str) -> float:
+        return self._tombstones.get(key, 0.0)
 
     def frame_count(self, video_id: str | None = None) -> int:
         with self._state:

@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS pieces (
     PRIMARY KEY (video_id, start_s));
 CREATE TABLE IF NOT EXISTS frames (label INTEGER PRIMARY KEY, video_id TEXT NOT NULL, time_s REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS frames_by_video ON frames (video_id, time_s);
-CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY, generation INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones (key TEXT PRIMARY KEY, generation REAL NOT NULL);
 """
 
 
@@ -42,7 +42,7 @@ class CatalogState:
     """Everything the catalogue holds, as loaded at start-up."""
 
     videos: dict[str, VideoRecord] = field(default_factory=dict)
-    tombstones: dict[str, int] = field(default_factory=dict)
+    tombstones: dict[str, float] = field(default_factory=dict)
     model: ModelIdentity | None = None
     frame_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     frame_videos: list[str] = field(default_factory=list)
@@ -142,7 +142,7 @@ class SqlCatalog:
         self.db.executemany("DELETE FROM frames WHERE label = ?", [(label,) for label in labels])
         self.db.execute("COMMIT")
 
-    def prune_tombstones(self, older_than: int) -> None:
+    def prune_tombstones(self, older_than: float) -> None:
         self.db.execute("DELETE FROM tombstones WHERE generation < ?", (older_than,))
 
     def close(self) -> None:
