@@ -93,8 +93,9 @@ def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: fl
 
     chunk_s = chunk_s or DEFAULT_CHUNK_S
     from clipseek.clip_model import image_size_for, load_clip
-    from clipseek.shots import SamplingSettings, scan_frames
-    from clipseek.video import FrameReader, probe
+    from clipseek.scan import scan_range
+    from clipseek.shots import SamplingSettings
+    from clipseek.video import probe
 
     video = Path(video)
     info = probe(video)
@@ -103,9 +104,7 @@ def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: fl
     pixels = []
     started = time.perf_counter()
     for start_s, end_s in plan_ranges(info.duration_s, chunk_s):
-        end = end_s if end_s is not None else info.duration_s
-        scan = scan_frames(FrameReader(video, info, size_px, start_s, end), sampling, info.fps, size_px,
-                           info.aspect, start_s, end)
+        scan = scan_range(video, info, sampling, size_px, start_s, end_s).scan
         pixels.extend(f.pixels for f in scan.frames)
     decode_s = time.perf_counter() - started
     clip = load_clip(model, pretrained)

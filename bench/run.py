@@ -60,6 +60,8 @@ def add_indexing(report: Report, result: IndexingResult) -> None:
     n = f"median of {len(result.ours)}"
     report.add(f"index wall {key}", result.wall_s, "s", f"{n}; through the Flow, HTTP client")
     report.add(f"index frames embedded {key}", result.frames, "frames", f"{result.ours[0].shots} shots")
+    report.add(f"index frames embedded per minute {key}", result.frames * 60.0 / result.duration_s, "frames/min",
+               "of video")
     report.add(f"index real-time factor {key}", result.duration_s / result.wall_s, "x",
                "video seconds per wall second")
     report.add(f"index peak RSS, largest process {key}", median([r.max_rss_mb for r in result.ours]), "MiB",

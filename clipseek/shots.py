@@ -1,88 +1,46 @@
 """Shot detection and frame sampling in one streaming pass over decoded frames.
 
-Cuts come from PySceneDetect's AdaptiveDetector (the best of its detectors on the BBC shot set,
-F1 91.6 against 86.7 for ContentDetector); it compares hue, saturation and luma, so it also finds
-cuts between two shots of equal brightness, which ffmpeg's scene score misses. Fades through black
-are handled here: a run of near-black frames ends the shot before it, and the boundary is put in
-the middle of the dark run. Frames are fed at the encoder's small size, cropped to the picture
-(the letterbox bars would dilute the scores).
+Cuts come from two detectors over consecutive frames (clipseek/cuts.py): PySceneDetect's adaptive
+content test, and a colour-histogram test for cuts between shots of equal brightness. Fades through
+black are handled here: a run of near-black frames ends the shot before it, and the boundary is put
+in the middle of the dark run. Frames are looked at cropped to the picture (the letterbox bars would
+dilute the scores) and shrunk to ``detect_px``.
 
-Sampling keeps few, good frames per shot: the first one ``first_offset_s`` into the shot (or the
-middle frame of a shorter shot, never a black frame), then one whenever the picture drifts from the
-last sample (but at most ``max_fps`` a second), and at least one every ``max_gap_s``. Memory is
-bounded by the frames of ``first_offset_s`` plus the detector's short look-ahead, whatever the
-length of the video.
+The frames need not all be there: a frame with ``follows=False`` comes after a gap (the
+keyframe-guided scan skips stretches where nothing changes), and the detectors restart there.
+
+Sampling keeps few frames, and which ones depends on the video alone, never on the time range that
+was asked for: the frames are chosen in pieces, a piece starting at each shot start and at each
+multiple of ``max_gap_s`` (from the video's start) that falls at least ``max_gap_s`` into a shot. In
+a piece: the first frame ``first_offset_s`` after a cut (the middle frame of a shorter shot, never a
+black frame; at a piece that is no cut, its first frame), then a frame when the picture has drifted
+from the last one kept (at most ``max_fps`` a second), and at the latest ``max_gap_s`` after it.
+A caller that reports only [range_start_s, range_end_s) feeds frames from ``decode_start_s(...)`` to
+``decode_end_s(...)`` so that the choice there is the one a scan of the whole video makes. Memory is
+bounded by ``first_offset_s`` plus ``fade_window_s`` of frames, whatever the length of the video.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scenedetect import AdaptiveDetector
-from scenedetect.common import FrameTimecode
 
+from clipseek.cuts import AdaptiveCut, ChromaCutDetector, FrameLook, drift, look_at
 from clipseek.video import DecodedFrame
 
 logger = logging.getLogger("clipseek.shots")
 
 
-class ChromaCutDetector:
-    """Cuts where the colours in the picture change at once, even if its brightness does not.
-
-    PySceneDetect's detectors average over the whole frame, so a small object that changes hue
-    between two shots of equal brightness (a red cross cut to a blue cross) scores too low. This
-    compares hue/saturation histograms of consecutive frames (grey pixels go to brightness bins, so
-    noise and fades barely count) and reports a frame whose change is large both absolutely and
-    against its neighbours (the same adaptive test as AdaptiveDetector, so steady motion is not a cut).
-    """
-
-    HUE_BINS = 18
-    GREY_BINS = 4
-
-    def __init__(self, threshold: float, ratio: float = 3.0, window: int = 2, min_gap_frames: int = 1):
-        self.threshold = threshold
-        self.ratio = ratio
-        self.window = window
-        self.min_gap_frames = min_gap_frames
-        self._previous: np.ndarray | None = None
-        self._scores: deque[tuple[int, float]] = deque(maxlen=2 * window + 1)
-        self._last_cut = -(10**9)
-
-    @classmethod
-    def histogram(cls, rgb: np.ndarray) -> np.ndarray:
-        hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.int32)
-        chromatic = (hsv[:, 1] >= 48) & (hsv[:, 2] >= 48)
-        bins = np.where(chromatic, hsv[:, 0] * cls.HUE_BINS // 180,
-                        cls.HUE_BINS + hsv[:, 2] * cls.GREY_BINS // 256)
-        counts = np.bincount(bins, minlength=cls.HUE_BINS + cls.GREY_BINS).astype(np.float32)
-        return counts / max(1.0, counts.sum())
-
-    def process(self, index: int, rgb: np.ndarray) -> list[int]:
-        """Feed frame ``index``; returns the cut frames it can now decide (``window`` frames back)."""
-        hist = self.histogram(rgb)
-        score = 0.0 if self._previous is None else float(np.abs(hist - self._previous).sum() / 2)
-        self._previous = hist
-        self._scores.append((index, score))
-        if len(self._scores) < self._scores.maxlen:
-            return []
-        target, value = self._scores[self.window]
-        others = [v for i, (_, v) in enumerate(self._scores) if i != self.window]
-        if (value >= self.threshold and value >= self.ratio * (sum(others) / len(others) + 1e-3)
-                and target - self._last_cut >= self.min_gap_frames):
-            self._last_cut = target
-            return [target]
-        return []
-
-
 @dataclass(frozen=True)
 class SamplingSettings:
     max_fps: float = 1.0  # at most this many sampled frames per second of video
-    max_gap_s: float = 3.0  # at least one sampled frame every this many seconds within a shot
+    max_gap_s: float = 10.0  # at least one sampled frame every this many seconds within a shot
     first_offset_s: float = 0.5  # first sample this far into a shot (middle frame of shorter shots)
     drift_threshold: float = 18.0  # mean abs difference (0-255) of 16x16 grey thumbnails
     min_shot_s: float = 0.3  # shortest shot the detector reports
@@ -101,6 +59,28 @@ class SamplingSettings:
         if self.detect_px < 16:
             raise ValueError(f"detect_px must be at least 16, got {self.detect_px}")
 
+    @property
+    def settle_s(self) -> float:
+        """How long after a frame its shot can still change (a fade that begins later)."""
+        return self.fade_window_s
+
+    def decode_start_s(self, range_start_s: float) -> float:
+        """Where to start feeding frames so that the samples from ``range_start_s`` on are the ones a
+        scan from the video's start picks: the last piece that can reach into the range starts no
+        earlier than one grid step before the grid point at or before it, plus a warm-up."""
+        if range_start_s <= 0:
+            return 0.0
+        grid = math.floor(range_start_s / self.max_gap_s) * self.max_gap_s
+        return max(0.0, grid - self.max_gap_s - self.warmup_s)
+
+    @property
+    def warmup_s(self) -> float:
+        return self.fade_window_s + 1.0
+
+    def decode_end_s(self, range_end_s: float) -> float:
+        """Where to stop feeding frames: shots end and fades resolve a little after the range."""
+        return range_end_s + max(self.first_offset_s, self.fade_window_s) + 1.0
+
 
 @dataclass
 class SampledFrame:
@@ -115,7 +95,6 @@ class ShotRecord:
     end_s: float
     starts_at_cut: bool
     num_samples: int = 0
-    by_detector: bool = False  # began at a detector cut (not a fade, not the range start)
 
 
 @dataclass
@@ -138,155 +117,236 @@ def content_box(size_px: int, aspect: float) -> tuple[int, int, int, int]:
     return 0, size_px, x0, x0 + w
 
 
-class ShotSampler:
-    """Feed frames in time order with ``push``; ``finish`` returns the ShotScan.
+class FrameLooker:
+    """Crop the letterbox off a frame, shrink it to ``detect_px`` and measure it."""
 
-    ``range_start_s``/``range_end_s`` are the bounds of the decoded range: the first shot starts at
-    ``range_start_s`` (not at a cut unless it is 0), the last ends at ``range_end_s``.
-    """
+    def __init__(self, size_px: int, aspect: float, detect_px: int):
+        self.box = content_box(size_px, aspect)
+        height, width = self.box[1] - self.box[0], self.box[3] - self.box[2]
+        scale = detect_px / max(height, width)
+        self.shrink = (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1 else None
+
+    def __call__(self, pixels: np.ndarray) -> FrameLook:
+        y0, y1, x0, x1 = self.box
+        picture = np.ascontiguousarray(pixels[y0:y1, x0:x1])
+        if self.shrink is not None:  # cuts, fades and drift are whole-picture events: a quarter of the pixels will do
+            picture = cv2.resize(picture, self.shrink, interpolation=cv2.INTER_AREA)
+        return look_at(picture)
+
+
+@dataclass
+class _Seen:
+    time_s: float
+    pixels: np.ndarray | None  # None for black frames (never sampled)
+    thumb: np.ndarray
+
+
+@dataclass
+class _Boundary:
+    time_s: float
+    by_detector: bool  # a detector cut (not a fade): a fade that follows within fade_window_s takes it back
+
+
+class ShotSampler:
+    """Feed frames in time order with ``push``; ``finish`` returns the ShotScan of
+    [range_start_s, range_end_s) (frames outside it only inform the choice)."""
 
     def __init__(self, settings: SamplingSettings, fps: float, size_px: int, aspect: float,
                  range_start_s: float, range_end_s: float):
         self.settings = settings
         self.fps = fps if fps > 0 else 25.0
-        self.box = content_box(size_px, aspect)
-        height, width = self.box[1] - self.box[0], self.box[3] - self.box[2]
-        scale = settings.detect_px / max(height, width)
-        self.shrink = (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1 else None
+        self.looker = FrameLooker(size_px, aspect, settings.detect_px)
+        self.range_start_s = range_start_s
         self.range_end_s = range_end_s
-        self.detector = AdaptiveDetector(
-            adaptive_threshold=settings.adaptive_threshold,
-            min_scene_len=max(1, round(settings.min_shot_s * self.fps)),
-            min_content_val=settings.min_content_val,
-        )
+        min_gap = max(1, round(settings.min_shot_s * self.fps))
+        self.detector = AdaptiveCut(settings.adaptive_threshold, settings.min_content_val, min_gap)
         self.chroma = ChromaCutDetector(settings.chroma_threshold, ratio=settings.adaptive_threshold,
-                                        min_gap_frames=max(1, round(settings.min_shot_s * self.fps)))
-        self.lag = max(self.detector.window_width, self.chroma.window) + 1
-        self._delay: deque[tuple[DecodedFrame, np.ndarray, float]] = deque()
+                                        min_gap_frames=min_gap)
+        self.lag = max(self.detector.window, self.chroma.window) + 1
+        self.num_decoded = 0
+        self._index = 0
+        self._delay: deque[tuple[DecodedFrame, FrameLook]] = deque()
         self._cut_indices: set[int] = set()
-        self.scan = ShotScan()
-        self._shot = ShotRecord(range_start_s, range_end_s, starts_at_cut=range_start_s <= 0)
-        self._pending: list[tuple[float, np.ndarray, np.ndarray]] = []
-        self._last_sample_t: float | None = None
-        self._last_thumb: np.ndarray | None = None
+        # boundaries (cuts and fades), oldest first; those not yet settled may still be taken back
+        self._boundaries: list[_Boundary] = []
+        self._first_time: float | None = None
+        self._last_time = -math.inf
         self._dark_start: float | None = None
         self._cut_in_dark = False
         self._fade_end_t: float | None = None  # first bright frame after the last fade through black
-        self._seen_content = False
+        self._seen_content = False  # a bright frame since the last boundary
+        self._settle: deque[_Seen] = deque()
+        self._picker = _Picker(settings, self)
 
     # -- input -------------------------------------------------------------------------------
     def push(self, frame: DecodedFrame) -> None:
-        y0, y1, x0, x1 = self.box
-        picture = np.ascontiguousarray(frame.pixels[y0:y1, x0:x1])
-        if self.shrink is not None:  # cuts, fades and drift are whole-picture events: a quarter of the pixels will do
-            picture = cv2.resize(picture, self.shrink, interpolation=cv2.INTER_AREA)
-        grey = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
-        # "Black" means nearly every pixel is dark (the 98th percentile), so a dark scene with a
-        # bright object in it is not mistaken for the black of a fade.
-        flat = grey.reshape(-1)
-        luma = float(np.partition(flat, int(0.98 * (flat.size - 1)))[int(0.98 * (flat.size - 1))])
-        thumb = cv2.resize(grey, (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
-        timecode = FrameTimecode(frame.index, fps=self.fps)
-        for cut in self.detector.process_frame(timecode, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-            self._cut_indices.add(cut.frame_num)
-        self._cut_indices.update(self.chroma.process(frame.index, picture))
-        self.scan.num_decoded += 1
-        self._delay.append((frame, thumb, luma))
+        look = self.looker(frame.pixels)
+        if not frame.follows:
+            self._gap()
+        index = self._index
+        self._index += 1
+        self._cut_indices.update(self.detector.process(index, look.hsv))
+        self._cut_indices.update(self.chroma.process(index, look.hist))
+        self.num_decoded += 1
+        self._delay.append((DecodedFrame(index, frame.time_s, frame.pixels), look))
         while len(self._delay) > self.lag:
             self._consume(*self._delay.popleft())
 
     def finish(self) -> ShotScan:
         while self._delay:
             self._consume(*self._delay.popleft())
-        self._close_shot(self.range_end_s)
-        return self.scan
+        self._dark_start = None  # a dark run at the very end: no fade to place
+        self._release(math.inf)
+        return self._picker.finish()
+
+    def _gap(self) -> None:
+        """The next frame does not follow the last: the frames still waiting for their neighbours
+        are decided without them, and the detectors start afresh."""
+        while self._delay:
+            self._consume(*self._delay.popleft())
+        self.detector.reset()
+        self.chroma.reset()
 
     # -- shots -------------------------------------------------------------------------------
-    def _close_shot(self, end_s: float) -> None:
-        shot = self._shot
-        if self._last_sample_t is None and self._pending:
-            time_s, pixels, _ = self._pending[len(self._pending) // 2]
-            self._take(time_s, pixels, None)
-        shot.end_s = max(end_s, shot.start_s)
-        if shot.end_s > shot.start_s or not self.scan.shots:
-            self.scan.shots.append(shot)
-        else:  # zero-length shot (a cut on the very first frame): drop it, keep its samples' shot
-            for sample in self.scan.frames:
-                if sample.shot_index == len(self.scan.shots):
-                    sample.shot_index -= 1
-        self._pending = []
-        self._last_sample_t = None
-        self._last_thumb = None
+    def _boundary(self, time_s: float, by_detector: bool) -> None:
+        self._boundaries.append(_Boundary(time_s, by_detector))
         self._seen_content = False
 
-    def _open_shot(self, start_s: float) -> None:
-        self._shot = ShotRecord(start_s, self.range_end_s, starts_at_cut=True)
-
-    def _split(self, at_s: float, by_detector: bool = False) -> None:
-        self._close_shot(at_s)
-        self._open_shot(at_s)
-        self._shot.by_detector = by_detector
-
-    def _absorb_fade_tail(self) -> None:
-        """The detector cut inside a fade-out: the short shot since that cut is the previous shot's
-        tail. Join it back (its dim samples are dropped when the previous shot has its own)."""
-        tail_index = len(self.scan.shots)
-        previous = self.scan.shots.pop()
-        tail = [f for f in self.scan.frames if f.shot_index == tail_index]
-        if previous.num_samples:
-            self.scan.frames = [f for f in self.scan.frames if f.shot_index != tail_index]
-            self._pending = []
-            self._last_sample_t = self._last_sample_t if self._last_sample_t is not None else previous.start_s
-        else:
-            for frame in tail:
-                frame.shot_index = tail_index - 1
-            previous.num_samples = len(tail)
-        previous.end_s = self.range_end_s
-        self._shot = previous
-
-    # -- sampling ----------------------------------------------------------------------------
-    def _take(self, time_s: float, pixels: np.ndarray, thumb: np.ndarray | None) -> None:
-        self.scan.frames.append(SampledFrame(time_s, len(self.scan.shots), pixels.copy()))
-        self._shot.num_samples += 1
-        self._last_sample_t = time_s
-        self._last_thumb = thumb
-
-    def _consume(self, frame: DecodedFrame, thumb: np.ndarray, luma: float) -> None:
+    def _consume(self, frame: DecodedFrame, look: FrameLook) -> None:
         s = self.settings
         t = frame.time_s
-        is_cut = frame.index in self._cut_indices and frame.index > 0
-        if luma < s.dark_luma:
+        if self._first_time is None:
+            self._first_time = t
+        self._last_time = t
+        is_cut = frame.index in self._cut_indices
+        self._cut_indices.discard(frame.index)
+        dark = look.luma98 < s.dark_luma
+        self._settle.append(_Seen(t, None if dark else frame.pixels, look.thumb))
+        if dark:
             if self._dark_start is None:
                 self._dark_start = t
             self._cut_in_dark = self._cut_in_dark or is_cut
             return
         if self._dark_start is not None:
             # Content, then black, then content (or a cut on either side of the black): a fade
-            # through black. The boundary goes in the middle of the dark run.
+            # through black. The boundary goes in the middle of the dark run; detector cuts in the
+            # fade-out's ramp just before the black are the fade's, not cuts.
             if self._seen_content or is_cut or self._cut_in_dark:
-                while (self._shot.by_detector and self.scan.shots
-                       and self._dark_start - self._shot.start_s <= s.fade_window_s):
-                    self._absorb_fade_tail()
-                self._split((self._dark_start + t) / 2)
+                while (self._boundaries and self._boundaries[-1].by_detector
+                       and self._dark_start - self._boundaries[-1].time_s <= s.fade_window_s):
+                    self._boundaries.pop()
+                self._boundary((self._dark_start + t) / 2, by_detector=False)
                 self._fade_end_t = t
             self._dark_start = None
             self._cut_in_dark = False
-        elif is_cut and not (self._fade_end_t is not None and t - self._fade_end_t <= s.fade_window_s
-                             and not self._shot.by_detector):
-            self._split(t, by_detector=True)
+        elif is_cut:
+            after_fade = (self._fade_end_t is not None and t - self._fade_end_t <= s.fade_window_s
+                          and not (self._boundaries and self._boundaries[-1].by_detector))
+            if not after_fade:
+                self._boundary(t, by_detector=True)
         self._seen_content = True
-        if self._last_sample_t is None:
-            self._pending.append((t, frame.pixels, thumb))
-            if t - self._shot.start_s >= min(s.first_offset_s, s.max_gap_s):
-                self._take(t, frame.pixels, thumb)
-                self._pending = []
+        settled = (self._dark_start if self._dark_start is not None else t) - s.settle_s
+        self._release(settled)
+
+    def _release(self, until_s: float) -> None:
+        """Hand the frames before ``until_s`` (whose shot can no longer change) to the picker."""
+        if self._dark_start is not None:
+            until_s = min(until_s, self._dark_start - self.settings.settle_s)
+        while self._settle and self._settle[0].time_s < until_s:
+            self._picker.take(self._settle.popleft())
+
+
+class _Picker:
+    """Chooses the frames to embed from settled frames (see the module docstring)."""
+
+    def __init__(self, settings: SamplingSettings, sampler: ShotSampler):
+        self.s = settings
+        self.sampler = sampler
+        self.next_boundary = 0
+        self.shot_start: float | None = None  # time of the current shot's start (None before any frame)
+        self.piece_start = 0.0
+        self.piece_offset = 0.0
+        self.picked_in_piece = False
+        self.pending: list[_Seen] = []
+        self.last_time: float | None = None
+        self.last_thumb: np.ndarray | None = None
+        self.picks: list[tuple[float, np.ndarray]] = []
+        self.first_bright: _Seen | None = None  # in the range: the frame kept if the range gets none
+
+    def _new_piece(self, start_s: float, offset_s: float) -> None:
+        self._close_piece()
+        self.piece_start, self.piece_offset = start_s, offset_s
+        self.picked_in_piece = False
+        self.pending = []
+
+    def _close_piece(self) -> None:
+        if not self.picked_in_piece and self.pending:
+            self._pick(self.pending[len(self.pending) // 2])
+        self.pending = []
+
+    def _pick(self, seen: _Seen) -> None:
+        self.picks.append((seen.time_s, seen.pixels.copy()))
+        self.picked_in_piece = True
+        self.last_time, self.last_thumb = seen.time_s, seen.thumb
+
+    def take(self, seen: _Seen) -> None:
+        s = self.s
+        t = seen.time_s
+        boundaries = self.sampler._boundaries
+        if self.shot_start is None:  # the first frame fed: a shot starts here (a cut only at the video's start)
+            self.shot_start = t
+            self._new_piece(t, s.first_offset_s if t <= 0 else 0.0)
+        while self.next_boundary < len(boundaries) and boundaries[self.next_boundary].time_s <= t:
+            start = boundaries[self.next_boundary].time_s
+            self.next_boundary += 1
+            self.shot_start = start
+            self._new_piece(start, min(s.first_offset_s, s.max_gap_s))
+        grid = math.floor(t / s.max_gap_s) * s.max_gap_s
+        if grid > self.piece_start and grid - self.shot_start >= s.max_gap_s - 1e-9:
+            self._new_piece(grid, 0.0)
+        if seen.pixels is None:  # black
             return
-        gap = t - self._last_sample_t
-        if gap >= s.max_gap_s:
-            self._take(t, frame.pixels, thumb)
-        elif gap >= 1.0 / s.max_fps and self._last_thumb is not None:
-            if float(np.abs(thumb - self._last_thumb).mean()) > s.drift_threshold:
-                self._take(t, frame.pixels, thumb)
+        if self.first_bright is None and sampler_range(self.sampler, t):
+            self.first_bright = _Seen(t, seen.pixels.copy(), seen.thumb)
+        if not self.picked_in_piece:
+            self.pending.append(seen)
+            if t - self.piece_start >= self.piece_offset - 1e-9:
+                self._pick(seen)
+                self.pending = []
+            return
+        next_grid = grid + s.max_gap_s
+        if next_grid - self.shot_start >= s.max_gap_s - 1e-9 and next_grid - t < 1.0 / s.max_fps - 1e-9:
+            return  # a new piece starts sooner than max_fps allows another frame: its first frame will do
+        gap = t - self.last_time
+        if gap >= s.max_gap_s - 1e-9:
+            self._pick(seen)
+        elif gap >= 1.0 / s.max_fps - 1e-9 and drift(seen.thumb, self.last_thumb) > s.drift_threshold:
+            self._pick(seen)
+
+    def finish(self) -> ShotScan:
+        self._close_piece()
+        sampler = self.sampler
+        start, end = sampler.range_start_s, sampler.range_end_s
+        cuts = [b.time_s for b in sampler._boundaries if start < b.time_s < end]
+        at_start = start <= 0 or any(abs(b.time_s - start) < 1e-6 for b in sampler._boundaries)
+        scan = ShotScan(num_decoded=sampler.num_decoded)
+        edges = [start, *cuts, end]
+        for i in range(len(edges) - 1):
+            scan.shots.append(ShotRecord(edges[i], edges[i + 1], starts_at_cut=at_start if i == 0 else True))
+        picks = [(t, p) for t, p in self.picks if start <= t < end]
+        if not picks and self.first_bright is not None:
+            # Every frame of a short range inside a still shot may have been chosen in a range before
+            # it; the index wants at least one frame per range, so the range's first frame goes.
+            picks = [(self.first_bright.time_s, self.first_bright.pixels)]
+        for time_s, pixels in picks:
+            index = sum(1 for c in cuts if c <= time_s)
+            scan.frames.append(SampledFrame(time_s, index, pixels))
+            scan.shots[index].num_samples += 1
+        return scan
+
+
+def sampler_range(sampler: ShotSampler, time_s: float) -> bool:
+    return sampler.range_start_s <= time_s < sampler.range_end_s
 
 
 def scan_frames(frames: Iterable[DecodedFrame], settings: SamplingSettings, fps: float, size_px: int,
@@ -296,4 +356,3 @@ def scan_frames(frames: Iterable[DecodedFrame], settings: SamplingSettings, fps:
     for frame in frames:
         sampler.push(frame)
     return sampler.finish()
-

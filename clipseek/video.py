@@ -76,6 +76,7 @@ class DecodedFrame:
     index: int  # position in this decode, from 0
     time_s: float  # presentation time, seconds from the start of the video
     pixels: np.ndarray  # uint8 size x size x 3, RGB
+    follows: bool = True  # False when frames before this one were skipped (a gap in a sparse scan)
 
 
 class FrameReader:

@@ -36,7 +36,7 @@ def indexer(tmp_path):
 def test_each_config_loads_with_its_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPSEEK_MEDIA_ROOTS", str(tmp_path))
     loader = load("video_loader")
-    assert loader.settings.max_gap_s == 3.0 and loader.size_px == 224  # ViT-B-32's input
+    assert loader.settings.max_gap_s == 10.0 and loader.size_px == 224  # ViT-B-32's input
     assert loader.roots == [tmp_path.resolve()]
     assert load("indexer", workspace=str(tmp_path / "w")).settings.max_top_k == 100
     with pytest.raises(ValueError, match="unknown setting|must be"):

@@ -21,9 +21,10 @@ from clipseek.docs import Frame, Shot, Thumbnail, VideoDoc
 from clipseek.errors import ClipseekError, MediaPathError, VideoOpenError
 from clipseek.ffmpeg_cmd import VideoInfo
 from clipseek.media import VIDEO_EXTENSIONS, iter_videos, resolve_media_path, resolve_roots
+from clipseek.scan import scan_range
 from clipseek.service import ClipseekExecutor
-from clipseek.shots import SamplingSettings, scan_frames
-from clipseek.video import FrameReader, content_hash, grab_jpeg, probe
+from clipseek.shots import SamplingSettings
+from clipseek.video import content_hash, grab_jpeg, probe
 
 
 @dataclass
@@ -32,7 +33,7 @@ class LoaderSettings:
     model: str = DEFAULT_MODEL  # only to pick the frame size when frame_size_px is 0
     frame_size_px: int = 0  # frames are letterboxed to this square; 0 = the model's input size
     max_fps: float = 1.0  # sampling: at most this many frames per second
-    max_gap_s: float = 3.0  # sampling: at least one frame every this many seconds in a shot
+    max_gap_s: float = 10.0  # sampling: at least one frame every this many seconds in a shot
     first_offset_s: float = 0.5  # sampling: first frame this far into a shot
     drift_threshold: float = 18.0  # sampling: picture change (0-255) that earns an extra frame
     min_shot_s: float = 0.3  # shot detection: shortest shot
@@ -41,6 +42,8 @@ class LoaderSettings:
     chroma_threshold: float = 0.06  # shot detection: share of pixels changing colour at once for a cut
     fade_window_s: float = 1.0  # shot detection: cuts this close to a black run belong to the fade
     detect_px: int = 112  # shot detection: looks at the picture shrunk to at most this many px a side
+    keyframe_scan: bool = True  # decode only around keyframes and suspected cuts where the stream allows
+    max_keyframe_gap_s: float = 10.0  # keyframe scan: longer stretches without a keyframe are decoded in full
     max_range_s: float = 900.0  # longest time range one /index request may decode
     video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
@@ -151,12 +154,12 @@ class VideoLoader(ClipseekExecutor):
             raise ValueError(
                 f"{doc.uri}: {span:.0f} s requested, at most {self.settings.max_range_s:.0f} s per request; "
                 f"split it with start_s/end_s (the clipseek client does this for you)")
-        reader = FrameReader(path, info, self.size_px, start_s, end_s)
-        scan = scan_frames(reader, self.sampling, info.fps, self.size_px, info.aspect, start_s,
-                           end_s if end_s is not None else float("inf"))
+        result = scan_range(path, info, self.sampling, self.size_px, start_s, end_s, self.settings.keyframe_scan,
+                            self.settings.max_keyframe_gap_s)
+        scan = result.scan
         if not scan.num_decoded:
             raise VideoOpenError(str(path), f"no frame could be decoded from {start_s:.2f} s on",
-                                 reader.stderr_tail)
+                                 result.stderr_tail)
         if not scan.frames:
             raise VideoOpenError(str(path), "every frame is black: nothing to index")
         if end_s is None:  # the container does not say how long the video is: the frames do
@@ -169,8 +172,9 @@ class VideoLoader(ClipseekExecutor):
         doc.frames = DocList[Frame]([Frame(time_s=f.time_s, shot_index=f.shot_index, pixels=f.pixels)
                                      for f in scan.frames])
         doc.status = "decoded"
-        self.log.info("%s [%.1f-%.1f s]: %d frames decoded, %d shots, %d sampled in %.2f s", path, start_s,
-                      end_s, scan.num_decoded, len(scan.shots), len(scan.frames), time.perf_counter() - started)
+        self.log.info("%s [%.1f-%.1f s]: %d frames decoded (%s), %d shots, %d sampled in %.2f s", path, start_s,
+                      end_s, result.frames_decoded, result.method, len(scan.shots), len(scan.frames),
+                      time.perf_counter() - started)
 
     # -- /thumbnail --------------------------------------------------------------------------
     @requests(on="/thumbnail")
