@@ -34,7 +34,7 @@ class TextEncoder(ClipseekExecutor):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         s = self.settings
-        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision)
+        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision, towers="text")
 
     @requests(on="/search")
     def encode(self, docs: DocList[Query], **kwargs: Any) -> DocList[Query]:
