@@ -10,11 +10,13 @@ beyond naming its files.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
@@ -172,6 +174,22 @@ def _weights_file(open_clip, spec: ModelSpec) -> tuple[str | None, dict]:
     return path, {k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag}
 
 
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with torch at ``count`` intra-op threads (0: as it is), then restore it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if count <= 0 or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _image_size(config: dict) -> int:
     size = config.get("vision_cfg", {}).get("image_size", 224)
     return int(size[0] if isinstance(size, (list, tuple)) else size)
@@ -230,6 +248,7 @@ class ClipModel:
             self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
             self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.embed_dim = int(config.get("embed_dim", 0))
+        self.text_threads = 0  # torch threads while embedding texts; 0 = the process's setting
         if self.has_text_tower:  # also warms the text path up, so the first query is not slow
             self.embed_dim = int(self.encode_texts(["a"]).shape[1])
         logger.info("loaded CLIP %s (%s) on %s, %s, %s tower%s, input %d px, dim %d", spec.name,
@@ -297,7 +316,7 @@ class ClipModel:
         import torch
 
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.text_threads):
             for start in range(0, len(texts), batch_size):
                 tokens = self.tokenize(texts[start:start + batch_size]).to(self.device)
                 if self._causal_text_tower():

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL
+from conftest import REPO, TINY_MODEL
 
 from clipseek.clip_model import ClipModel, image_size_for, load_clip, resolve_model
 from clipseek.errors import ModelLoadError
@@ -260,3 +260,67 @@ def test_random_single_towers_are_allocated_in_their_final_precision():
     assert np.array_equal(vectors[0], vectors[2]) and not np.allclose(vectors[0], vectors[1], atol=1e-3)
     with pytest.raises(ModelLoadError, match="towers must be one of both, image, text, got 'audio'"):
         ClipModel(resolve_model(TINY_MODEL, "none"), "cpu", "fp32", towers="audio")
+
+
+# -- queries: cache and threads -------------------------------------------------------------------
+def test_the_query_cache_keeps_the_most_recently_used_embeddings():
+    from clipseek.query_cache import QueryCache
+
+    cache = QueryCache(2)
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    first = cache.encode(["red", "blue", "red"], encode)
+    assert calls == [["red", "blue"]] and [v[0] for v in first] == [3, 4, 3]  # each text embedded once
+    assert cache.encode(["blue"], encode)[0][0] == 4 and len(calls) == 1  # a hit: no model call
+    cache.encode(["green"], encode)  # evicts "red", the least recently used
+    assert calls[-1] == ["green"] and cache.get("red") is None and cache.get("blue") is not None
+    with pytest.raises(ValueError, match="read-only"):
+        cache.get("blue")[0] = 0.0
+    nothing = QueryCache(0)
+    nothing.encode(["red"], encode)
+    nothing.encode(["red"], encode)
+    assert calls[-2:] == [["red"], ["red"]] and len(nothing) == 0
+    with pytest.raises(ValueError, match="must be 0 or more, got -1"):
+        QueryCache(-1)
+
+
+def test_text_embedding_runs_on_the_threads_asked_for_and_restores_torch(tiny, monkeypatch):
+    import torch
+
+    seen = []
+    tokenize = tiny.tokenize
+    monkeypatch.setattr(tiny, "tokenize", lambda texts: seen.append(torch.get_num_threads()) or tokenize(texts))
+    before = torch.get_num_threads()
+    reference = tiny.encode_texts(["a red circle"])
+    tiny.text_threads = 1
+    try:
+        assert np.abs(tiny.encode_texts(["a red circle"]) - reference).max() < 1e-5  # summed in another order
+    finally:
+        tiny.text_threads = 0
+    assert seen == [before, 1] and torch.get_num_threads() == before
+
+
+def test_the_text_encoder_answers_repeated_queries_from_its_cache(monkeypatch):
+    from docarray import DocList
+    from jina import Executor
+
+    from clipseek.docs import Query
+
+    encoder = Executor.load_config(str(REPO / "services" / "text_encoder" / "config.yml"),
+                                   uses_with={"model": TINY_MODEL, "pretrained": "none", "query_cache_size": 8})
+    assert encoder.clip.text_threads == 1 and encoder.cache.size == 8
+    calls = []
+    encode = encoder.clip.encode_texts
+    monkeypatch.setattr(encoder.clip, "encode_texts", lambda texts, *a: calls.append(texts) or encode(texts, *a))
+    first = encoder.encode(DocList[Query]([Query(text="a red circle"), Query(text="  a blue square ")]))
+    again = encoder.encode(DocList[Query]([Query(text="a blue square"), Query(text="a red circle")]))
+    assert calls == [["a red circle", "a blue square"]]  # the second request never reached the model
+    assert np.array_equal(again[1].embedding, first[0].embedding) and np.array_equal(again[0].embedding,
+                                                                                     first[1].embedding)
+    again[0].embedding[:] = 0  # each answer owns its vector: the cache is untouched
+    assert np.array_equal(encoder.encode(DocList[Query]([Query(text="a blue square")]))[0].embedding,
+                          first[1].embedding)
