@@ -23,7 +23,7 @@ def test_the_services_without_a_model_import_no_torch_when_it_is_kept_out():
         "from clipseek.torch_free import keep_torch_out\n"
         "assert keep_torch_out()\n"
         "import jina, docarray\n"
-        "import clipseek.serve, clipseek.client, clipseek.docs\n"
+        "import clipseek.serve, clipseek.client, clipseek.docs, clipseek.hardware\n"
         "from clipseek.catalog import service_settings\n"
         "service_settings('video_loader'); service_settings('indexer')\n"
         "print(sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in "
