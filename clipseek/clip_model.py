@@ -274,7 +274,7 @@ class ClipModel:
         if batch.shape[-1] != self.image_size or batch.shape[-2] != self.image_size:
             batch = F.interpolate(batch, size=(self.image_size, self.image_size), mode="bicubic",
                                   antialias=True, align_corners=False).clamp_(0, 1)
-        return ((batch - self._mean) / self._std).to(self.dtype)
+        return batch.sub_(self._mean).div_(self._std).to(self.dtype)  # in place: one fp32 copy of the batch, not three
 
     def encode_frames(self, frames: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Embed uint8 NxHxWx3 RGB frames (letterboxed squares); float32 N x dim, unit length."""
