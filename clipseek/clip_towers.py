@@ -7,8 +7,8 @@ configured as a stand-in of a few kB (open_clip has no switch to leave it out) a
 the model is laid out on PyTorch's ``meta`` device (shapes and dtypes, no memory), its tensors are
 then allocated once in their final precision (open_clip builds in fp32 and converts, so a bf16 model
 peaks at its fp32 size first), and the kept tower's tensors are read from the checkpoint one at a
-time (safetensors reads each tensor alone; a torch zip checkpoint is mapped, not read), each copied
-into its parameter and dropped.
+time (a safetensors file with plain reads of each tensor alone; a torch zip checkpoint is mapped,
+not read), each copied into its parameter and dropped.
 
 The layouts read this way are open_clip's own (what ``open_clip`` saves and what its pretrained tags
 download, with or without a ``state_dict``/``module.`` wrapper). Anything else (an old OpenAI JIT
@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -180,12 +182,11 @@ def _open_checkpoint(path: str) -> Iterator[tuple[list[str], Callable[[str], Any
     import torch
 
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt", device="cpu") as file:
-            keys = list(file.keys())
+        with open(path, "rb") as file:
+            header = _safetensors_header(file, path)
+            keys = list(header)
             prefix = "module." if keys and all(k.startswith("module.") for k in keys) else ""
-            yield [k[len(prefix):] for k in keys], lambda key: file.get_tensor(prefix + key)
+            yield [k[len(prefix):] for k in keys], lambda key: _read_safetensor(file, header[prefix + key], path)
         return
     if Path(path).suffix in (".npz", ".npy"):
         raise CheckpointLayoutError(f"{path}: a numpy checkpoint (open_clip converts it)")
@@ -206,6 +207,44 @@ def _open_checkpoint(path: str) -> Iterator[tuple[list[str], Callable[[str], Any
         yield list(checkpoint), checkpoint.__getitem__
     finally:
         checkpoint.clear()
+
+
+# safetensors dtype names -> torch dtype names
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _safetensors_header(file, path: str) -> dict:
+    """name -> {dtype, shape, data_offsets (from the end of the header)}, with the header's size
+    stored under ``__start__`` of each entry. The format: 8 bytes little-endian header length, the
+    JSON header, the tensors' bytes."""
+    try:
+        (length,) = struct.unpack("<Q", file.read(8))
+        header = json.loads(file.read(length))
+    except (struct.error, ValueError) as exc:
+        raise CheckpointLayoutError(f"{path}: not a safetensors file ({exc})") from exc
+    header.pop("__metadata__", None)
+    return {name: {**entry, "__start__": 8 + length} for name, entry in header.items()}
+
+
+def _read_safetensor(file, entry: dict, path: str):
+    """One tensor, read with plain file reads into memory of its own: the file is not mapped, so
+    the pages read stay in the page cache instead of counting in this process's resident set
+    (safetensors' own ``safe_open`` maps the file: every tensor read stayed resident until the
+    end, the kept tower's size in fp32 on top of the model)."""
+    import torch
+
+    dtype = _SAFETENSORS_DTYPES.get(entry["dtype"])
+    if dtype is None:
+        raise CheckpointLayoutError(f"{path}: tensors of type {entry['dtype']}")
+    begin, end = entry["data_offsets"]
+    if end == begin:
+        return torch.empty(entry["shape"], dtype=getattr(torch, dtype))
+    data = bytearray(end - begin)
+    file.seek(entry["__start__"] + begin)
+    if file.readinto(data) != len(data):
+        raise CheckpointLayoutError(f"{path}: truncated")
+    return torch.frombuffer(data, dtype=getattr(torch, dtype)).reshape(entry["shape"])
 
 
 def load_weights(model: Any, path: str) -> int:
