@@ -12,6 +12,8 @@ its peak RSS (``VmHWM`` from /proc: what the issue's targets are stated in; page
 process it was forked from count in each), its PSS at the end (``smaps_rollup``: shared pages split
 between the processes that share them, so the PSS column adds up to the real footprint), and whether
 torch's libraries are mapped in it. ``--json FILE`` keeps the figures for comparing two checkouts.
+Last, the import floors: the peak RSS of a fresh interpreter that only imports what a torch-free
+service imports, or what a model process imports.
 """
 
 from __future__ import annotations
@@ -139,6 +141,29 @@ def search_queries(count: int):
     return work
 
 
+FLOORS = {  # what a process holds before it does anything: imports only, fresh interpreters
+    "jina + docarray, torch kept out": "from clipseek.torch_free import keep_torch_out; keep_torch_out(); "
+                                       "import jina, docarray, clipseek.docs",
+    "jina + docarray (they import torch)": "import jina, docarray, clipseek.docs",
+    "torch": "import torch",
+    "torch + open_clip, triton kept out": "from clipseek.torch_free import keep_compilers_out; "
+                                          "keep_compilers_out(); import torch, open_clip",
+    "torch + open_clip": "import torch, open_clip",
+}
+
+
+def import_floors() -> dict[str, float]:
+    """Peak RSS (MiB) of a fresh interpreter after each of FLOORS' imports."""
+    import subprocess
+
+    found = {}
+    for name, code in FLOORS.items():
+        done = subprocess.run([sys.executable, "-c", f"{code}\nfrom bench.measure import self_peak_rss_mb\n"
+                               "print(self_peak_rss_mb())"], cwd=REPO, capture_output=True, text=True, check=True)
+        found[name] = float(done.stdout.split()[-1])
+    return found
+
+
 def print_deployment(result: DeploymentMemory) -> None:
     print(f"\n## {result.name}: {result.note}")
     print(f"{'process':<16} {'pid':>7} {'peak RSS MiB':>13} {'PSS MiB':>8}  torch")
@@ -153,7 +178,8 @@ def main() -> int:
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--video", default="1min-1080p", choices=sorted(inputs.FULL_VIDEOS))
     parser.add_argument("--queries", type=int, default=50)
-    parser.add_argument("--only", default="index,search", help="deployments to run: index, search")
+    parser.add_argument("--only", default="index,search,floors",
+                        help="what to run: index, search (deployments), floors (import costs)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
                         help="another service setting for every deployment, e.g. precision='\"fp32\"'")
     parser.add_argument("--json", default="", help="also write the figures to this file")
@@ -162,7 +188,7 @@ def main() -> int:
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     print(f"load average at start: {load_average()}; model {args.model} ({args.pretrained}); {extra or ''}")
     results: list[DeploymentMemory] = []
-    video = inputs.ensure_video(inputs.FULL_VIDEOS[args.video])
+    video = inputs.ensure_video(inputs.FULL_VIDEOS[args.video]) if only & {"index", "search"} else Path()
     with tempfile.TemporaryDirectory(prefix="clipseek-flow-memory-") as tmp:
         workspace = Path(tmp) / "ws"
         model = {"model": args.model, "pretrained": args.pretrained, "workspace": str(workspace), **extra}
@@ -174,6 +200,11 @@ def main() -> int:
             results.append(run_deployment("search only (text encoder + indexer)", str(search_only_flow(Path(tmp))),
                                           model, search_queries(args.queries)))
             print_deployment(results[-1])
+    if "floors" in only:
+        floors = import_floors()
+        print("\n## import floors (peak RSS of a fresh interpreter after the imports alone)")
+        for name, mb in floors.items():
+            print(f"{name:<40} {mb:>6.0f} MiB")
     print(f"\nload average at end: {load_average()}")
     if args.json:
         Path(args.json).write_text(json.dumps([{**asdict(r), "peak_rss_sum_mb": r.peak_rss_sum_mb,

@@ -1,13 +1,15 @@
 """Where a query's time goes in the text encoder, in-process: ``python bench/text_query.py [--model ViT-B-32]``.
 
-For ``--queries`` distinct texts, one at a time (as searches arrive), with the text tower alone
-(``towers="text"``, as the text encoder loads it), it times:
+For ``--queries`` distinct texts, one at a time (as searches arrive), with the text encoder
+(services/text_encoder, loaded in-process with its default settings: text tower only, one thread),
+it times:
 
 - tokenise: open_clip's BPE tokenizer, to the ids tensor;
-- encode: the transformer over the real tokens, projection, L2 norm, to a numpy vector;
-- the whole ``ClipModel.encode_texts`` call, with torch at 1 thread and at its default (all cores),
-  alternating query by query so that the machine's background load hits both alike;
-- a hit of the text encoder's query cache (``QueryCache``);
+- the transformer over the real tokens, projection and L2 norm to a numpy vector, on the encoder's
+  thread count and on torch's default (all cores), alternating which goes first query by query so
+  that the machine's background load hits both alike;
+- the executor's whole ``encode`` of a one-query request: a new text, then the same text again
+  (answered from its query cache);
 - (de)serialise: what each hop of the Flow does to the request and the answer: a ``DocList[Query]``
   of one query to protobuf bytes and back, as jina's gRPC does, and to JSON and back, as the HTTP
   gateway does; before encoding (text only) and after (with the embedding).
@@ -52,43 +54,41 @@ def timed(fn, *args) -> float:
 def measure_text_query(model: str, pretrained: str, precision: str, queries: int) -> dict[str, dict[str, float]]:
     import torch
     from docarray import DocList
+    from jina import Executor
 
-    from clipseek.clip_model import load_clip
+    from clipseek.clip_model import torch_threads
     from clipseek.docs import Query
-    from clipseek.query_cache import QueryCache
 
-    clip = load_clip(model, pretrained, "cpu", precision, towers="text")
+    encoder = Executor.load_config(str(REPO / "services" / "text_encoder" / "config.yml"),
+                                   uses_with={"model": model, "pretrained": pretrained, "precision": precision,
+                                              "device": "cpu"})
+    clip, threads = encoder.clip, encoder.clip.text_threads  # the text encoder's settings (1 thread)
     default_threads = torch.get_num_threads()
     texts = query_texts(queries)
     for text in texts[:5]:  # warm-up
         clip.encode_texts([text])
+    names = {t: f"transformer + norm, {t} thread{'s' if t > 1 else ''}" for t in (threads, default_threads)}
     parts: dict[str, list[float]] = {k: [] for k in (
-        "tokenise", "encode (transformer + norm)", "encode_texts, 1 thread", f"encode_texts, {default_threads} threads",
-        "cache hit", "protobuf out+in, request", "protobuf out+in, answer", "JSON out+in, request",
-        "JSON out+in, answer")}
-    cache = QueryCache(len(texts))
+        "tokenise", *names.values(), "TextEncoder.encode, new text", "TextEncoder.encode, cached text",
+        "protobuf out+in, request", "protobuf out+in, answer", "JSON out+in, request", "JSON out+in, answer")}
+
+    def transformer(tokens, count: int) -> None:
+        with torch.inference_mode(), torch_threads(count):
+            torch.nn.functional.normalize(clip._encode_real_tokens(tokens).float(), dim=-1).numpy()
+
     for i, text in enumerate(texts):
         started = time.perf_counter()
         tokens = clip.tokenize([text])
         parts["tokenise"].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        with torch.inference_mode():
-            features = clip._encode_real_tokens(tokens)
-            vector = torch.nn.functional.normalize(features.float(), dim=-1).numpy()
-        parts["encode (transformer + norm)"].append(time.perf_counter() - started)
-        order = (1, default_threads) if i % 2 else (default_threads, 1)
-        for threads in order:
-            clip.text_threads = threads
-            parts[f"encode_texts, {threads} thread{'s' if threads > 1 else ''}"].append(
-                timed(clip.encode_texts, [text]))
-        clip.text_threads = 0
-        cache.put(text, vector[0])
-        parts["cache hit"].append(timed(cache.get, text))
+        for count in ((threads, default_threads) if i % 2 else (default_threads, threads)):  # alternate the order
+            parts[names[count]].append(timed(transformer, tokens, count))
+        parts["TextEncoder.encode, new text"].append(timed(encoder.encode, DocList[Query]([Query(text=text)])))
+        parts["TextEncoder.encode, cached text"].append(timed(encoder.encode, DocList[Query]([Query(text=text)])))
         request = DocList[Query]([Query(text=text)])
-        answer = DocList[Query]([Query(text=text, embedding=vector[0], model=clip.spec.name)])
+        answer = encoder.encode(DocList[Query]([Query(text=text)]))
         for name, docs in (("request", request), ("answer", answer)):
             parts[f"protobuf out+in, {name}"].append(
-                timed(lambda d: DocList[Query].from_protobuf(d.to_protobuf()).__len__(), docs))
+                timed(lambda d: DocList[Query].from_protobuf(d.to_protobuf()), docs))
             parts[f"JSON out+in, {name}"].append(timed(lambda d: DocList[Query].from_json(d.to_json()), docs))
     return {name: _ms(values) for name, values in parts.items()}
 
