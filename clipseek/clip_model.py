@@ -230,8 +230,6 @@ class ClipModel:
         try:
             model = build_and_load(open_clip, spec.name, towers, checkpoint, self.device,
                                    "fp32" if precision == "int8" else precision, preprocess)
-        except ModelLoadError:
-            raise
         except Exception as exc:  # open_clip raises several types for unknown names and bad files
             raise ModelLoadError(f"could not load model {spec.name} ({spec.pretrained}): {exc}") from exc
         model.eval()
