@@ -15,6 +15,11 @@ download, with or without a ``state_dict``/``module.`` wrapper). Anything else (
 archive, big_vision ``.npz``, a checkpoint that needs open_clip's key conversions or a resized
 position embedding) goes through open_clip's own full loader instead, and the other tower is dropped
 after: correct, but the whole model is in memory once while loading.
+
+Random weights (``pretrained: none``, for tests and speed benchmarks) are drawn tensor by tensor in
+each tensor's own precision (``random_fill``): the scale of open_clip's initialisation, not its exact
+recipe. An architecture whose modules hold computed tensors other than the causal mask (which is
+recomputed) is built by open_clip itself, with its own initialisation, and loaded the same way.
 """
 
 from __future__ import annotations
@@ -50,12 +55,6 @@ class _DropRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.prefix)
-
-
-def check_towers(towers: str) -> str:
-    if towers not in TOWERS:
-        raise ValueError(f"towers must be one of {', '.join(TOWERS)}, got {towers!r}")
-    return towers
 
 
 def can_split(model_cfg: dict) -> bool:
