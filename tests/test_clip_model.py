@@ -324,3 +324,21 @@ def test_the_text_encoder_answers_repeated_queries_from_its_cache(monkeypatch):
     again[0].embedding[:] = 0  # each answer owns its vector: the cache is untouched
     assert np.array_equal(encoder.encode(DocList[Query]([Query(text="a blue square")]))[0].embedding,
                           first[1].embedding)
+
+
+def test_an_architecture_that_cannot_be_laid_out_on_meta_is_built_by_open_clip(tiny, tmp_path, monkeypatch):
+    import torch
+
+    from clipseek import clip_towers
+
+    def refuse(*args, **kwargs):
+        raise clip_towers._NotMaterializable("a module computes a tensor")
+
+    monkeypatch.setattr(clip_towers, "build_on_meta", refuse)
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), path)
+    text = ClipModel(resolve_model(TINY_MODEL, str(path)), "cpu", "fp32", towers="text")
+    assert text.model.visual is None
+    assert np.array_equal(text.encode_texts(["a red circle"]), tiny.encode_texts(["a red circle"]))
+    image = ClipModel(resolve_model(TINY_MODEL, "none"), "cpu", "fp32", towers="image")  # open_clip's own init
+    assert image.model.transformer is None and image.encode_frames(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 64)
