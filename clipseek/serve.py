@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from clipseek.settings import load_settings
+from clipseek.torch_free import keep_torch_out
 
 logger = logging.getLogger("clipseek.serve")
 
@@ -156,6 +157,7 @@ class BackgroundFlow:
 
 def _serve_spec(spec: str) -> None:
     """Entry point of BackgroundFlow's child process."""
+    keep_torch_out()  # before jina imports docarray: gateway, loader and indexer never run a model
     data = json.loads(spec)
     flow = build_flow(ServeSettings(**data["settings"]), data["overrides"])
     with flow:

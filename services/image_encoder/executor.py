@@ -34,7 +34,7 @@ class ImageEncoder(ClipseekExecutor):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         s = self.settings
-        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision)
+        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
 
     @requests(on="/index")
     def encode(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
