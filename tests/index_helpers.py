@@ -47,3 +47,8 @@ def library_of(videos: list[SynthVideo], library) -> None:
 
 def videos(count: int, shots: int = 4, dim: int = 32) -> list[SynthVideo]:
     return [SynthVideo(f"video{i:03d}", shots, dim, seed=i) for i in range(count)]
+
+
+def pairs(hits) -> list:
+    """Search hits as (record, clip) pairs."""
+    return [(hit.record, hit.clip) for hit in hits]

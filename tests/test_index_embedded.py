@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from index_helpers import SynthVideo, library_of, unit, videos
+from index_helpers import SynthVideo, library_of, pairs, unit, videos
 
 from clipseek.errors import WorkspaceBusyError
 from clipseek.index import Library, open_backend
@@ -115,7 +115,7 @@ def test_kill_9_at_any_moment_loses_nothing_that_was_acknowledged(tmp_path, kill
     assert library.frame_count() == 6 * len(present)
     for name in sorted(set(acked) - deleting)[-3:]:
         video = SynthVideo(name, shots=2, dim=32, seed=int(name[5:]))
-        (record, clip), *_ = library.search(video.centres[1], top_k=1)
+        (record, clip), *_ = pairs(library.search(video.centres[1], top_k=1))
         assert record.video_id == name and (clip.start_s, clip.end_s) == (3.0, 6.0)
     library.close()
 
@@ -131,7 +131,7 @@ def test_a_torn_write_at_the_end_of_the_log_is_ignored_and_the_index_loads(tmp_p
         handle.write(vector_log.encode_record(np.array([999]), np.ones((1, 32), dtype=np.float32))[:40])
     library = open_library(tmp_path / "ws")
     assert library.frame_count() == 36
-    (record, _), *_ = library.search(synth[2].centres[0], top_k=1)
+    (record, _), *_ = pairs(library.search(synth[2].centres[0], top_k=1))
     assert record.video_id == "video002"
     library.index_range(SynthVideo("after", seed=5).upload())
     library.close()
@@ -154,7 +154,7 @@ def test_a_full_disk_while_logging_vectors_rolls_the_change_back(tmp_path, monke
         library.index_range(SynthVideo("lost", seed=9).upload())
     monkeypatch.undo()
     assert snapshot(library) == before  # not in memory, not searchable
-    assert all(r.video_id != "lost" for r, _ in library.search(SynthVideo("lost", seed=9).centres[0], top_k=3))
+    assert all(r.video_id != "lost" for r, _ in pairs(library.search(SynthVideo("lost", seed=9).centres[0], top_k=3)))
     assert workspace_files(tmp_path / "ws").get("vectors/log-000001.bin") == files["vectors/log-000001.bin"]
     library.close()
     library = open_library(tmp_path / "ws")
@@ -196,7 +196,7 @@ def test_a_delete_that_cannot_be_written_is_not_applied(tmp_path, monkeypatch):
         library.delete("video000")
     monkeypatch.undo()
     assert snapshot(library) == before  # still listed, still searchable
-    (record, _), *_ = library.search(videos(1)[0].centres[0], top_k=1)
+    (record, _), *_ = pairs(library.search(videos(1)[0].centres[0], top_k=1))
     assert record.video_id == "video000"
     library.close()
     library = open_library(tmp_path / "ws")
@@ -279,7 +279,7 @@ def test_checkpoints_forget_the_log_they_cover_and_lose_nothing(tmp_path, monkey
     library = open_library(workspace, exact_below=0)
     assert snapshot(library) == expected
     for video in synth[1::7]:
-        (record, clip), *_ = library.search(video.centres[2], top_k=1)
+        (record, clip), *_ = pairs(library.search(video.centres[2], top_k=1))
         assert (record.video_id, clip.start_s) == (video.video_id, 6.0)
     library.backend.vectors.wait_until_inserted()
     assert library.backend.vectors.checkpoint()
@@ -306,14 +306,14 @@ def test_searches_go_on_while_videos_are_indexed_and_checkpoints_written(tmp_pat
     thread.start()
     searches = 0
     while thread.is_alive() or searches < 20:
-        for record, clip in library.search(synth[searches % 10].centres[1], top_k=5):
+        for record, clip in pairs(library.search(synth[searches % 10].centres[1], top_k=5)):
             assert 0.0 <= clip.start_s < clip.end_s <= record.duration_s
         searches += 1
     thread.join()
     assert not errors and searches >= 20
     library.backend.vectors.wait_until_inserted()
     for video in synth[::9]:
-        (record, clip), *_ = library.search(video.centres[1], top_k=1)
+        (record, clip), *_ = pairs(library.search(video.centres[1], top_k=1))
         assert (record.video_id, clip.start_s, clip.end_s) == (video.video_id, 3.0, 6.0)
     library.close()
 
@@ -333,7 +333,7 @@ def test_a_workspace_of_the_old_snapshot_store_is_migrated_with_nothing_lost(tmp
         assert [[s.start_s, s.end_s] for s in record.shots] == want["shots"]
         assert record.ranges == want["ranges"] and library.frame_count(video_id) == want["frames"]
     for case in expected["queries"]:
-        got = library.search(np.array(case["query"], dtype=np.float32), top_k=3)
+        got = pairs(library.search(np.array(case["query"], dtype=np.float32), top_k=3))
         assert [[r.video_id, c.start_s, c.end_s] for r, c in got] == [e[:3] for e in case["expected"]]
         assert [c.score for _, c in got] == pytest.approx([e[3] for e in case["expected"]], abs=2e-3)
     video = SynthVideo("aftermigration", dim=expected["dim"])

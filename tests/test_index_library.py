@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from index_helpers import SynthVideo, library_of, unit, videos
+from index_helpers import SynthVideo, library_of, pairs, unit, videos
 
 from clipseek.errors import ClipseekError, QueryError
 from clipseek.index import Library, open_backend
@@ -61,7 +61,7 @@ def test_every_shot_finds_itself_first_with_its_exact_boundaries(make_library):
     library_of(synth, library)
     for video in synth:
         for s, centre in enumerate(video.centres):
-            (record, clip), *_ = library.search(centre, top_k=3)
+            (record, clip), *_ = pairs(library.search(centre, top_k=3))
             assert record.video_id == video.video_id
             assert (clip.start_s, clip.end_s) == (video.spans[s].start_s, video.spans[s].end_s)
 
@@ -69,7 +69,7 @@ def test_every_shot_finds_itself_first_with_its_exact_boundaries(make_library):
 def test_results_are_ranked_do_not_overlap_and_stay_inside_their_videos(make_library):
     library = make_library()
     library_of(videos(6), library)
-    results = library.search(unit(np.random.default_rng(5).normal(size=32)), top_k=20)
+    results = pairs(library.search(unit(np.random.default_rng(5).normal(size=32)), top_k=20))
     assert len(results) == 20
     scores = [c.score for _, c in results]
     assert scores == sorted(scores, reverse=True)
@@ -78,9 +78,9 @@ def test_results_are_ranked_do_not_overlap_and_stay_inside_their_videos(make_lib
         assert 0.0 <= clip.start_s < clip.end_s <= record.duration_s
         assert clip.start_s <= clip.best_time_s <= clip.end_s
         spans.setdefault(record.video_id, []).append((clip.start_s, clip.end_s))
-    for pairs in spans.values():
-        pairs.sort()
-        assert all(a[1] <= b[0] for a, b in zip(pairs, pairs[1:], strict=False))
+    for ranges in spans.values():
+        ranges.sort()
+        assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 def test_a_filter_restricts_results_to_the_chosen_videos_by_id_hash_or_path(make_library):
@@ -88,10 +88,10 @@ def test_a_filter_restricts_results_to_the_chosen_videos_by_id_hash_or_path(make
     synth = videos(5)
     library_of(synth, library)
     for key in ("video003", synth[3].path, synth[3].content_hash):
-        results = library.search(synth[0].centres[0], top_k=5, video_keys=[key])
+        results = pairs(library.search(synth[0].centres[0], top_k=5, video_keys=[key]))
         assert results and all(r.video_id == "video003" for r, _ in results), key
     with pytest.raises(QueryError, match="unknown video"):
-        library.search(synth[0].centres[0], top_k=5, video_keys=["/nowhere.mp4"])
+        pairs(library.search(synth[0].centres[0], top_k=5, video_keys=["/nowhere.mp4"]))
 
 
 def test_a_delete_removes_the_video_and_its_frames_and_survives_a_restart(make_library):
@@ -103,7 +103,7 @@ def test_a_delete_removes_the_video_and_its_frames_and_survives_a_restart(make_l
     assert {r.video_id for r in library.videos()} == {"video000", "video002", "video003", "video004"}
     assert library.frame_count() == 4 * 12
     for centre in synth[1].centres:
-        assert all(r.video_id != "video001" for r, _ in library.search(centre, top_k=5))
+        assert all(r.video_id != "video001" for r, _ in pairs(library.search(centre, top_k=5)))
     with pytest.raises(ClipseekError, match="no indexed video matches"):
         library.delete("video001")
 
@@ -134,9 +134,9 @@ def test_mixing_models_or_dimensions_is_refused(make_library):
     with pytest.raises(ClipseekError, match="model-a"):
         library.index_range(SynthVideo("b", dim=32).upload(model="model-b"))
     with pytest.raises(QueryError, match="dimensions"):
-        library.search(unit(np.ones(8)), top_k=3)
+        pairs(library.search(unit(np.ones(8)), top_k=3))
     with pytest.raises(QueryError, match="model-a"):
-        library.search(unit(np.ones(32)), top_k=3, model="model-b")
+        pairs(library.search(unit(np.ones(32)), top_k=3, model="model-b"))
 
 
 @pytest.mark.parametrize("bad", [
@@ -168,9 +168,9 @@ def test_a_bad_top_k_is_refused_with_a_clear_error(make_library, top_k):
     library = make_library()
     library_of(videos(1), library)
     with pytest.raises(QueryError, match="top_k must be between 1 and 100"):
-        library.search(unit(np.ones(32)), top_k=top_k)
+        pairs(library.search(unit(np.ones(32)), top_k=top_k))
     with pytest.raises(QueryError, match="finite"):
-        library.search(np.full(32, np.nan), top_k=3)
+        pairs(library.search(np.full(32, np.nan), top_k=3))
 
 
 def test_the_same_content_at_two_paths_is_one_video_with_both_paths_and_one_delete_keeps_the_other(make_library):
@@ -188,7 +188,7 @@ def test_the_same_content_at_two_paths_is_one_video_with_both_paths_and_one_dele
     library = reopen(make_library, library)
     (record,) = library.videos()
     assert record.paths == ("/media/copy/dup.mp4",) and library.frame_count() == frames
-    (hit, _), *_ = library.search(video.centres[0], top_k=1)
+    (hit, _), *_ = pairs(library.search(video.centres[0], top_k=1))
     assert hit.path == "/media/copy/dup.mp4"
 
 
@@ -244,7 +244,7 @@ def test_search_answers_every_top_k_after_heavy_churn_and_a_restart(make_library
     assert 0 < live < 30 * 6
     for _ in range(2):
         for top_k in range(1, 101):
-            results = library.search(synth[0].centres[0], top_k=top_k)
+            results = pairs(library.search(synth[0].centres[0], top_k=top_k))
             assert 1 <= len(results) <= top_k
         library = reopen(make_library, library)
     assert library.frame_count() == live
@@ -276,7 +276,7 @@ def test_a_clip_grows_over_frames_that_were_not_candidates(make_library):
         u.vectors = at_cosine([0.98] * len(u.times_s), v + 1)
         library.index_range(u)
     for _ in range(2):
-        (record, clip), *_ = library.search(np.eye(32, dtype=np.float32)[0], top_k=3)
+        (record, clip), *_ = pairs(library.search(np.eye(32, dtype=np.float32)[0], top_k=3))
         assert record.video_id == "target"
         assert clip.score == pytest.approx(0.99, abs=2e-3)
         assert (clip.start_s, clip.end_s) == (0.0, 31.0)

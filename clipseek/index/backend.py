@@ -25,6 +25,7 @@ import numpy as np
 from clipseek.errors import ClipseekError
 from clipseek.index.clips import FrameHit
 from clipseek.index.records import Piece, VideoRecord
+from clipseek.index.topics import ShotTopic, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -60,10 +61,15 @@ class Change:
     frames: list[FrameBatch] = field(default_factory=list)
     tombstones: dict[str, float] = field(default_factory=dict)  # key ("video:<id>", "path:<path>") -> when
     model: ModelIdentity | None = None  # set with the first frames of a workspace
+    metadata: list[tuple[str, str, dict]] = field(default_factory=list)  # (match, source, fields); {} removes
+    video_meta: dict[str, dict] = field(default_factory=dict)  # video -> its effective metadata (merged)
+    shot_topics: dict[str, list[ShotTopic]] = field(default_factory=dict)  # video -> all its shots' topics
+    vocabulary: tuple[Vocabulary, np.ndarray] | None = None  # labels and their unit vectors
 
     def __bool__(self) -> bool:
         return bool(self.videos or self.removed_videos or self.removed_frames or self.removed_pieces
-                    or self.pieces or self.frames or self.tombstones or self.model)
+                    or self.pieces or self.frames or self.tombstones or self.model or self.metadata
+                    or self.video_meta or self.shot_topics or self.vocabulary)
 
 
 class Backend(Protocol):
@@ -91,7 +97,31 @@ class Backend(Protocol):
     def score_spans(self, query: np.ndarray, spans: list[tuple[str, float, float]]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """For each (video_id, start_s, end_s): the times of its frames in [start_s, end_s), sorted, and
-        their cosine to ``query``."""
+        their cosine to ``query`` (a unit vector: one score per frame; or a matrix of unit rows: frames x
+        rows)."""
+
+    # -- words (metadata) and topics --
+    def metadata_rows(self, matches: list[str]) -> dict[str, dict[str, dict]]:
+        """The stored metadata rows for these match keys: {match: {source: fields}}."""
+
+    def videos_matching_keys(self, matches: list[str]) -> list[str]:
+        """Ids of the videos that match keys name (``video:<id>``, ``path:<path>``, ``stem:<file name stem>``)."""
+
+    def video_meta(self, video_ids: list[str]) -> dict[str, dict]:
+        """The effective metadata of these videos (those that have any)."""
+
+    def has_metadata(self) -> bool: ...
+
+    def text_search(self, terms: list[str], k: int, video_ids: list[str] | None = None) -> list[tuple[str, float]]:
+        """Videos whose metadata matches any of ``terms`` (clipseek.index.metadata.tokens), best first,
+        with a relevance score (BM25: higher is better)."""
+
+    def videos_where(self, where: dict[str, str]) -> set[str]:
+        """Ids of the videos whose metadata has every field = value of ``where`` (``topic`` included)."""
+
+    def shot_topics(self, video_ids: list[str] | None = None) -> dict[str, list[ShotTopic]]: ...
+
+    def vocabulary(self) -> tuple[Vocabulary, np.ndarray] | None: ...
 
     def apply(self, change: Change) -> None:
         """Apply ``change`` atomically and durably (see the module's docstring)."""

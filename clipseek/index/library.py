@@ -33,7 +33,9 @@ import numpy as np
 from clipseek.errors import ClipseekError, QueryError
 from clipseek.index.backend import Backend, Change, FrameBatch, ModelIdentity
 from clipseek.index.clips import Clip, HitShot, Margin, clips_from_hits, shots_of_hits
+from clipseek.index.metadata import MetadataRow, match_keys, merged, query_terms, rrf
 from clipseek.index.records import RANGE_EPSILON_S, Piece, ShotSpan, VideoRecord, is_finite, replace_range
+from clipseek.index.topics import ShotTopic, TopicTime, Vocabulary, label_vectors, seconds_per_topic, tag_shots
 
 logger = logging.getLogger("clipseek.index")
 
@@ -67,6 +69,8 @@ class RangeUpload:
     fps: float = 0.0
     force: bool = False
     generation: float = 0.0  # when the index run was planned (from probe, seconds since the epoch); 0: now
+    container_meta: dict | None = None  # the file's own tags (clipseek.index.metadata); None: not read
+    sidecar_meta: dict | None = None  # the fields of the sidecar file next to it; None: not read
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,30 @@ class Outcome:
     status: str  # "indexed", "unchanged", "deleted"
     record: VideoRecord | None
     message: str = ""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One result: a clip of a video, why it was found, and what the video is about."""
+
+    record: VideoRecord
+    clip: Clip  # clip.score: the cosine of its best frame to the query
+    rank_score: float  # what the ranking sorted on: the cosine (frames) or the fused score (text, hybrid)
+    match: str = "frames"  # "frames", "text" or "frames+text"
+    text_score: float = 0.0  # BM25 of the video's metadata for the query's words (0: no text match)
+    metadata: dict = field(default_factory=dict)  # the video's effective metadata (title, category, ...)
+    topic: str = ""  # the topic of the shot the clip is in (when the library has a vocabulary)
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    rows: int  # rows stored
+    videos: int  # indexed videos whose metadata changed
+    waiting: int  # rows that name no indexed video yet (kept; they attach when it arrives)
+
+
+def _topic_at(topics: list[ShotTopic], time_s: float) -> str:
+    return next((t.topic for t in topics if t.start_s <= time_s < t.end_s), "")
 
 
 def now_iso() -> str:
@@ -121,7 +149,7 @@ class Library:
         self.search_settings = search or SearchSettings()
         self._exists = exists  # is a file still there (a copy or a move?)
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # writes, one at a time (a write may call another)
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -167,7 +195,7 @@ class Library:
             change = Change()
             self._detach(change, path, keep=video_id)
             change.videos.append(known.with_changes(paths=self._paths_with(known, path)))
-            self.backend.apply(change)
+            self._apply(change)
             return self.backend.video(video_id)
 
     def index_range(self, u: RangeUpload) -> Outcome:
@@ -184,7 +212,7 @@ class Library:
                 paths = self._paths_with(known, u.path)
                 if paths != known.paths or change:
                     change.videos.append(known.with_changes(paths=paths))
-                    self.backend.apply(change)
+                    self._apply(change)
                 return Outcome("unchanged", self.backend.video(u.video_id))
             vectors = unit_rows(u.vectors)
             if not len(vectors):
@@ -203,8 +231,13 @@ class Library:
                 width_px=u.width_px, height_px=u.height_px, fps=u.fps, indexed_at=stamp, pieces=pieces)
             change.videos.append(record)
             change.frames.append(FrameBatch(u.video_id, np.asarray(u.times_s, dtype=np.float64), vectors))
-            self.backend.apply(change)
-            return Outcome("indexed", record)
+            if u.container_meta is not None:
+                change.metadata.append((f"video:{u.video_id}", "container", u.container_meta))
+            if u.sidecar_meta is not None:
+                change.metadata.append((f"path:{u.path}", "sidecar", u.sidecar_meta))
+            self._apply(change)
+            self._retag([u.video_id])
+            return Outcome("indexed", self.backend.video(u.video_id) or record)
 
     def delete(self, key: str) -> Outcome:
         """Delete by id/hash (the video and all its paths) or by path (that path only, when the same
@@ -226,8 +259,97 @@ class Library:
                 for p in record.paths:
                     change.tombstones[f"path:{p}"] = now
                 message = ""
-            self.backend.apply(change)
+            self._apply(change)
             return Outcome("deleted", record.with_changes(paths=(path,)) if path and rest else record, message)
+
+    def _apply(self, change: Change) -> None:
+        """Apply ``change`` with the effective metadata of every video it touches recomputed."""
+        pending = {(match, source): fields for match, source, fields in change.metadata}
+        touched = {r.video_id: r.paths for r in change.videos if r.video_id not in change.removed_videos}
+        if change.metadata:
+            for video_id in self.backend.videos_matching_keys(sorted({m for m, _, _ in change.metadata})):
+                if video_id not in touched and video_id not in change.removed_videos:
+                    record = self.backend.video(video_id)
+                    touched[video_id] = record.paths if record else ()
+        for video_id, paths in touched.items():
+            change.video_meta[video_id] = self._effective_metadata(video_id, paths, pending)
+        self.backend.apply(change)
+
+    def _effective_metadata(self, video_id: str, paths: tuple[str, ...],
+                            pending: dict[tuple[str, str], dict] | None = None) -> dict:
+        """Container tags < sidecar < manifest rows by file name stem < manifest rows by path."""
+        keys = [f"video:{video_id}", *match_keys(paths)]
+        stored = self.backend.metadata_rows(keys)
+        for (match, source), fields in (pending or {}).items():
+            if match in keys:
+                stored.setdefault(match, {})[source] = fields
+        layers = [stored.get(f"video:{video_id}", {}).get("container", {})]
+        layers += [stored.get(f"path:{p}", {}).get("sidecar", {}) for p in paths]
+        layers += [stored.get(key, {}).get("manifest", {}) for key in match_keys(paths)]
+        return merged(layers)
+
+    def import_metadata(self, rows: list[MetadataRow]) -> ImportReport:
+        """Store manifest rows (a re-import replaces a row's fields); the indexed videos they name get
+        them at once, the others when they are indexed."""
+        with self._lock:
+            change = Change(metadata=[(row.match, "manifest", row.fields) for row in rows])
+            self._apply(change)
+            matched = set()
+            for row in rows:
+                if self.backend.videos_matching_keys([row.match]):
+                    matched.add(row.match)
+            return ImportReport(len(rows), len(change.video_meta), sum(1 for r in rows if r.match not in matched))
+
+    def metadata(self, video_ids: list[str]) -> dict[str, dict]:
+        return self.backend.video_meta(video_ids)
+
+    # -- topics --------------------------------------------------------------------------------
+    def set_vocabulary(self, vocabulary: Vocabulary, prompt_vectors: np.ndarray) -> int:
+        """Use ``vocabulary`` (its prompts embedded by the text encoder, in ``vocabulary.prompts()``
+        order) and tag every shot of the library with it; returns the number of shots tagged."""
+        vectors = label_vectors(vocabulary, unit_rows(prompt_vectors))
+        known = self.backend.model
+        if known is not None and vectors.shape[1] != known.dim:
+            raise ClipseekError(f"the vocabulary was embedded in {vectors.shape[1]} dimensions, the index holds "
+                                f"{known.dim}-d vectors of '{known.name}': embed it with the same model")
+        with self._lock:
+            self.backend.apply(Change(vocabulary=(vocabulary, vectors)))
+            return self._retag([r.video_id for r in self.backend.videos()])
+
+    def _retag(self, video_ids: list[str]) -> int:
+        """Tag the shots of these videos with the library's vocabulary (if it has one). The caller holds
+        the write lock, so the shots cannot change meanwhile."""
+        found = self.backend.vocabulary()
+        if found is None or not video_ids:
+            return 0
+        vocabulary, vectors = found
+        change, tagged = Change(), 0
+        for record in self.backend.videos(video_ids):
+            spans = [(record.video_id, shot.start_s, shot.end_s) for shot in record.shots]
+            scored = self.backend.score_spans(vectors, spans)
+            topics: list[ShotTopic] = []
+            for (_, start, end), (times, scores) in zip(spans, scored, strict=True):
+                if len(times):
+                    topics += tag_shots([(start, end)], times, np.asarray(scores).reshape(len(times), -1),
+                                        vocabulary.names)
+            change.shot_topics[record.video_id] = topics
+            tagged += len(topics)
+        self.backend.apply(change)
+        return tagged
+
+    def vocabulary(self) -> Vocabulary | None:
+        found = self.backend.vocabulary()
+        return found[0] if found else None
+
+    def topic_table(self, video_keys: list[str] | None = None) -> list[TopicTime]:
+        """Seconds per topic of each video (all, or these), in the order of ``videos()``."""
+        video_ids = self.resolve(video_keys) if video_keys else None
+        topics = self.backend.shot_topics(video_ids)
+        order = [r.video_id for r in self.videos() if video_ids is None or r.video_id in video_ids]
+        return [seconds_per_topic(v, topics.get(v, [])) for v in order]
+
+    def shot_topics(self, video_id: str) -> list[ShotTopic]:
+        return self.backend.shot_topics([video_id]).get(video_id, [])
 
     def _paths_with(self, record: VideoRecord, path: str) -> tuple[str, ...]:
         """``record``'s paths once ``path`` holds its content too: the paths whose file is gone are
@@ -273,12 +395,47 @@ class Library:
             raise QueryError(f"unknown video(s) in the filter: {', '.join(unknown)}")
         return sorted({record.video_id for record in found.values() if record is not None})
 
-    def search(self, query: np.ndarray, top_k: int, video_keys: list[str] | None = None,
-               model: str = "") -> list[tuple[VideoRecord, Clip]]:
-        """Ranked, non-overlapping clips inside their videos for a query vector."""
+    def search(self, query: np.ndarray, top_k: int, video_keys: list[str] | None = None, model: str = "",
+               text: str = "", mode: str = "auto", text_weight: float = 1.0,
+               where: dict[str, str] | None = None) -> list[SearchHit]:
+        """Ranked, non-overlapping clips inside their videos.
+
+        ``mode``: ``frames`` (the query vector against the frames), ``text`` (``text`` against the videos'
+        metadata, BM25), ``hybrid`` (both, fused by reciprocal rank fusion, ``text_weight`` the weight
+        of the text ranking), ``auto`` (hybrid when there is text and the library has metadata, else
+        frames). ``where``: field = value filters on the metadata (``topic`` = a shot topic)."""
         s = self.search_settings
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= s.max_top_k:
             raise QueryError(f"top_k must be between 1 and {s.max_top_k}, got {top_k!r}")
+        if mode not in ("auto", "frames", "text", "hybrid"):
+            raise QueryError(f"mode must be auto, frames, text or hybrid, got {mode!r}")
+        if not is_finite(text_weight) or not 0 <= text_weight <= 100:
+            raise QueryError(f"text_weight must be a number from 0 to 100, got {text_weight!r}")
+        query = self._check_query(query, model)
+        if mode == "auto":
+            mode = "hybrid" if text.strip() and self.backend.has_metadata() else "frames"
+        video_ids = self.resolve(list(video_keys)) if video_keys else None
+        where = dict(where or {})
+        topic = where.get("topic", "")
+        if where:
+            allowed = self.backend.videos_where(where)
+            video_ids = sorted(allowed if video_ids is None else allowed & set(video_ids))
+            if not video_ids:
+                return []
+        depth = max(top_k * 3, 30) if mode != "frames" else top_k
+        frames = self._frame_clips(query, depth, video_ids, topic) if mode != "text" else []
+        texts = self._text_videos(text, depth, video_ids) if mode != "frames" else []
+        if mode == "frames":
+            hits = [SearchHit(record, clip, clip.score) for record, clip in frames]
+        else:
+            hits = self._fuse(query, frames, texts, text_weight, topic)
+        hits = hits[:top_k]
+        meta = self.backend.video_meta(sorted({h.record.video_id for h in hits}))
+        topics = self.backend.shot_topics(sorted({h.record.video_id for h in hits}))
+        return [SearchHit(h.record, h.clip, h.rank_score, h.match, h.text_score, meta.get(h.record.video_id, {}),
+                          _topic_at(topics.get(h.record.video_id, []), h.clip.best_time_s)) for h in hits]
+
+    def _check_query(self, query: np.ndarray, model: str) -> np.ndarray:
         query = np.asarray(query, dtype=np.float32).reshape(-1)
         if not np.isfinite(query).all() or float(np.linalg.norm(query)) < 1e-6:
             raise QueryError("the query vector must be finite and not all zeros")
@@ -290,8 +447,12 @@ class Library:
             if model and known.name and model != known.name:
                 raise QueryError(f"the query was embedded with '{model}' but the index holds '{known.name}' "
                                  f"embeddings: use the same model in both encoders")
-        query = query / float(np.linalg.norm(query))
-        video_ids = self.resolve(list(video_keys)) if video_keys else None
+        return query / float(np.linalg.norm(query))
+
+    def _frame_clips(self, query: np.ndarray, top_k: int, video_ids: list[str] | None,
+                     topic: str = "") -> list[tuple[VideoRecord, Clip]]:
+        """Clips ranked by the cosine of their best frame (only in shots of ``topic`` when given)."""
+        s = self.search_settings
         live = (self.backend.frame_count() if video_ids is None
                 else sum(self.backend.frame_count(v) for v in video_ids))
         k = min(live, max(top_k * s.oversample, s.min_candidates))
@@ -303,13 +464,51 @@ class Library:
         records = {r.video_id: r for r in self.backend.videos(sorted({h.video_id for h in hits}))}
         spans = shots_of_hits(hits, {v: r.shot_starts for v, r in records.items()},
                               {v: [shot.end_s for shot in r.shots] for v, r in records.items()})
+        if topic:
+            tagged = self.backend.shot_topics(sorted(records))
+            spans = [(v, a, b) for v, a, b in spans if _topic_at(tagged.get(v, []), (a + b) / 2).lower()
+                     == topic.lower()]
         scored = self.backend.score_spans(query, spans)
-        shots = [HitShot(v, a, b, tuple(times.tolist()), tuple(scores.tolist()))
+        shots = [HitShot(v, a, b, tuple(times.tolist()), tuple(np.asarray(scores).reshape(-1).tolist()))
                  for (v, a, b), (times, scores) in zip(spans, scored, strict=True)]
         background = float(np.median([h.score for h in hits]))
         margin = Margin(s.merge_margin, s.merge_relative, background if math.isfinite(background) else None)
         ranked = clips_from_hits(hits, shots, {v: r.duration_s for v, r in records.items()}, margin, top_k)
         return [(records[v], clip) for v, clip in ranked]
+
+    def _text_videos(self, text: str, k: int, video_ids: list[str] | None) -> list[tuple[str, float]]:
+        """Videos whose metadata matches the words of ``text``, best first; matches far weaker than the
+        best (under a fifth of its score, e.g. on one common word) are left out."""
+        found = self.backend.text_search(query_terms(text), k, video_ids)
+        if not found:
+            return []
+        best = found[0][1]
+        return [(v, score) for v, score in found if score >= 0.2 * best]
+
+    def _fuse(self, query: np.ndarray, frames: list[tuple[VideoRecord, Clip]], texts: list[tuple[str, float]],
+              text_weight: float, topic: str) -> list[SearchHit]:
+        """Reciprocal rank fusion: a clip's rank among the frame results and its video's rank among the
+        text results. The words are about the whole video, so they lift its best clip only (its other
+        clips keep their frame rank); a video found by its words only is shown by its best clip."""
+        text_rank = {v: i for i, (v, _) in enumerate(texts, 1)}
+        text_score = dict(texts)
+        hits = []
+        shown = set()
+        for rank, (record, clip) in enumerate(frames, 1):
+            v = record.video_id
+            first = v not in shown
+            shown.add(v)
+            words = text_rank.get(v) if first else None
+            hits.append(SearchHit(record, clip, rrf(rank, words, text_weight),
+                                  "frames+text" if words else "frames", text_score.get(v, 0.0) if words else 0.0))
+        for v, _ in texts:
+            if v in shown:
+                continue
+            best = self._frame_clips(query, 1, [v], topic)
+            if best:
+                record, clip = best[0]
+                hits.append(SearchHit(record, clip, rrf(None, text_rank[v], text_weight), "text", text_score[v]))
+        return sorted(hits, key=lambda h: (-h.rank_score, -h.clip.score, h.record.video_id, h.clip.start_s))
 
     def close(self) -> None:
         self.backend.close()

@@ -25,7 +25,7 @@ import logging
 import threading
 import uuid
 from contextlib import nullcontext
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,9 @@ import numpy as np
 from clipseek.index.backend import Change, IndexWriteError, ModelIdentity
 from clipseek.index.clips import FrameHit
 from clipseek.index.locks import WorkspaceLock
+from clipseek.index.metadata import SOURCES, bm25, indexable_text, stem
 from clipseek.index.records import Piece, ShotSpan, VideoRecord
+from clipseek.index.topics import Label, ShotTopic, Vocabulary
 
 logger = logging.getLogger("clipseek.index")
 
@@ -172,29 +174,103 @@ class QdrantBackend:
 
     def score_spans(self, query: np.ndarray, spans: list[tuple[str, float, float]]
                     ) -> list[tuple[np.ndarray, np.ndarray]]:
+        query = np.asarray(query, dtype=np.float32)
+        empty = (np.zeros(0), np.zeros((0,) if query.ndim == 1 else (0, len(query)), dtype=np.float32))
         if not spans or not self._has_frames():
-            return [(np.zeros(0), np.zeros(0, dtype=np.float32)) for _ in spans]
+            return [empty for _ in spans]
         m = self.m
         flt = m.Filter(should=[m.Filter(must=[self._match("video_id", v),
                                              m.FieldCondition(key="time_s", range=m.Range(gte=a, lt=b))])
                                for v, a, b in spans])
+        points, offset = [], None
         with self._serial:
-            total = self.client.count(self.frames, count_filter=flt, exact=True).count
-            found = self.client.query_points(self.frames, query=np.asarray(query, dtype=np.float32).tolist(),
-                                             limit=max(1, total), query_filter=flt, with_payload=True,
-                                             search_params=m.SearchParams(exact=True)) if total else None
-        buckets: list[list[tuple[float, float]]] = [[] for _ in spans]
-        for point in found.points if found else []:
+            while True:
+                batch, offset = self.client.scroll(self.frames, scroll_filter=flt, limit=SCROLL, offset=offset,
+                                                   with_payload=True, with_vectors=True)
+                points += batch
+                if offset is None:
+                    break
+        buckets: list[list[tuple[float, np.ndarray]]] = [[] for _ in spans]
+        for point in points:
             video_id, time_s = point.payload["video_id"], float(point.payload["time_s"])
             for i, (v, a, b) in enumerate(spans):
                 if v == video_id and a <= time_s < b:
-                    buckets[i].append((time_s, float(point.score)))
+                    buckets[i].append((time_s, np.asarray(point.vector, dtype=np.float32)))
                     break
         out = []
         for bucket in buckets:
-            bucket.sort()
-            out.append((np.array([t for t, _ in bucket]), np.array([s for _, s in bucket], dtype=np.float32)))
+            if not bucket:
+                out.append(empty)
+                continue
+            bucket.sort(key=lambda item: item[0])
+            vectors = np.stack([v for _, v in bucket])
+            out.append((np.array([t for t, _ in bucket]), vectors @ (query if query.ndim == 1 else query.T)))
         return out
+
+    # -- words and topics (kept in the catalogue collection; searched in this process) -------------
+    def metadata_rows(self, matches: list[str]) -> dict[str, dict[str, dict]]:
+        ids = [point_id(f"meta/{match}/{source}") for match in matches for source in SOURCES]
+        out: dict[str, dict[str, dict]] = {}
+        with self._serial:
+            found = self.client.retrieve(self.catalog, ids, with_payload=True) if ids else []
+        for point in found:
+            p = point.payload
+            out.setdefault(p["match"], {})[p["source"]] = p["fields"]
+        return out
+
+    def videos_matching_keys(self, matches: list[str]) -> list[str]:
+        found: dict[str, None] = {}
+        for match in matches:
+            kind, _, value = match.partition(":")
+            key = {"video": "video_id", "path": "paths", "stem": "stems"}.get(kind)
+            if key:
+                found.update((p.payload["video_id"], None) for p in self._scroll(
+                    self.catalog, [self._match("kind", "video"), self._match(key, value)]))
+        return list(found)
+
+    def _video_payloads(self, video_ids: list[str] | None) -> list[dict]:
+        conditions = [self._match("kind", "video")]
+        if video_ids is not None:
+            if not video_ids:
+                return []
+            conditions.append(self._match("video_id", list(video_ids)))
+        return [p.payload for p in self._scroll(self.catalog, conditions)]
+
+    def video_meta(self, video_ids: list[str]) -> dict[str, dict]:
+        return {p["video_id"]: p["meta"] for p in self._video_payloads(video_ids) if p.get("meta")}
+
+    def has_metadata(self) -> bool:
+        with self._serial:
+            return self.client.count(self.catalog, count_filter=self.m.Filter(must=[
+                self._match("kind", "video"), self._match("has_meta", True)]), exact=True).count > 0
+
+    def text_search(self, terms: list[str], k: int, video_ids: list[str] | None = None) -> list[tuple[str, float]]:
+        """BM25 over the videos' metadata tokens, computed here over the catalogue (no server-side text
+        index yet: fine for libraries of tens of thousands of videos, slow beyond)."""
+        if not terms or k <= 0:
+            return []
+        docs = [(p["video_id"], p.get("tokens", [])) for p in self._video_payloads(video_ids) if p.get("tokens")]
+        return bm25(terms, docs)[:k]
+
+    def videos_where(self, where: dict[str, str]) -> set[str]:
+        conditions = [self._match("kind", "video")]
+        for name, value in where.items():
+            key = "topics" if name == "topic" else "fields"
+            conditions.append(self._match(key, value.lower() if name == "topic" else f"{name}={value}".lower()))
+        return {p.payload["video_id"] for p in self._scroll(self.catalog, conditions)}
+
+    def shot_topics(self, video_ids: list[str] | None = None) -> dict[str, list[ShotTopic]]:
+        return {p["video_id"]: [ShotTopic(*row) for row in p["shot_topics"]]
+                for p in self._video_payloads(video_ids) if p.get("shot_topics")}
+
+    def vocabulary(self) -> tuple[Vocabulary, np.ndarray] | None:
+        with self._serial:
+            found = self.client.retrieve(self.catalog, [point_id("vocabulary")], with_payload=True)
+        if not found:
+            return None
+        p = found[0].payload
+        labels = tuple(Label(name, zh, tuple(prompts)) for name, zh, prompts in p["labels"])
+        return Vocabulary(labels), np.asarray(p["vectors"], dtype=np.float32)
 
     # -- writes --------------------------------------------------------------------------------
     def apply(self, change: Change) -> None:
@@ -254,11 +330,40 @@ class QdrantBackend:
                 "shots": [[s.start_s, s.end_s, s.starts_at_cut] for s in p.shots], "indexed_at": p.indexed_at})
                 for video_id, p in change.pieces], wait=True)
         if change.videos:
-            client.upsert(self.catalog, [m.PointStruct(id=point_id(f"video/{r.video_id}"), vector={}, payload={
-                "kind": "video", "video_id": r.video_id, "content_hash": r.content_hash, "duration_s": r.duration_s,
-                "paths": list(r.paths), "size_bytes": r.size_bytes, "width_px": r.width_px,
-                "height_px": r.height_px, "fps": r.fps, "indexed_at": r.indexed_at})
-                for r in change.videos], wait=True)
+            existing = {p.id for p in client.retrieve(self.catalog, [point_id(f"video/{r.video_id}")
+                                                                     for r in change.videos])}
+            for r in change.videos:
+                payload = {"kind": "video", "video_id": r.video_id, "content_hash": r.content_hash,
+                           "duration_s": r.duration_s, "paths": list(r.paths),
+                           "stems": [PurePosixPath(p).stem for p in r.paths], "size_bytes": r.size_bytes,
+                           "width_px": r.width_px, "height_px": r.height_px, "fps": r.fps, "indexed_at": r.indexed_at}
+                pid = point_id(f"video/{r.video_id}")
+                if pid in existing:  # keep its metadata and topics
+                    client.set_payload(self.catalog, payload, points=[pid], wait=True)
+                else:
+                    client.upsert(self.catalog, [m.PointStruct(id=pid, vector={}, payload=payload)], wait=True)
+        for match, source, fields in change.metadata:
+            pid = point_id(f"meta/{match}/{source}")
+            if fields:
+                client.upsert(self.catalog, [m.PointStruct(id=pid, vector={}, payload={
+                    "kind": "metadata", "match": match, "source": source, "fields": fields})], wait=True)
+            else:
+                client.delete(self.catalog, m.PointIdsList(points=[pid]), wait=True)
+        for video_id, fields in change.video_meta.items():
+            flat = [f"{name}={item}".lower() for name, value in fields.items()
+                    for item in (value if isinstance(value, list) else [value]) if not isinstance(item, dict)]
+            tokens = [stem(t) for text in indexable_text(fields).values() for t in text.split()]
+            client.set_payload(self.catalog, {"meta": fields, "has_meta": bool(fields), "fields": flat,
+                                              "tokens": tokens}, points=[point_id(f"video/{video_id}")], wait=True)
+        for video_id, topics in change.shot_topics.items():
+            client.set_payload(self.catalog, {
+                "shot_topics": [[t.start_s, t.end_s, t.topic, t.score, t.margin] for t in topics],
+                "topics": sorted({t.topic.lower() for t in topics})}, points=[point_id(f"video/{video_id}")], wait=True)
+        if change.vocabulary is not None:
+            vocabulary, vectors = change.vocabulary
+            client.upsert(self.catalog, [m.PointStruct(id=point_id("vocabulary"), vector={}, payload={
+                "kind": "vocabulary", "labels": [[lab.name, lab.zh, list(lab.prompts)] for lab in vocabulary.labels],
+                "vectors": np.asarray(vectors, dtype=np.float32).tolist()})], wait=True)
 
     def close(self) -> None:
         try:

@@ -160,13 +160,13 @@ class Indexer(ClipseekExecutor):
     def _search_one(self, query: Query) -> None:
         if query.embedding is None:
             raise ClipseekError("the query has no embedding (is the text encoder in the Flow?)")
-        results = self.library.search(np.asarray(query.embedding, dtype=np.float32), query.top_k,
-                                      list(query.video_ids) or None, model=query.model)
+        hits = self.library.search(np.asarray(query.embedding, dtype=np.float32), query.top_k,
+                                   list(query.video_ids) or None, model=query.model)
         query.segments = DocList[Segment]([
-            Segment(video_id=record.video_id, video=record.path, start_s=round(clip.start_s, 3),
-                    end_s=round(clip.end_s, 3), score=round(clip.score, 5),
-                    thumbnail_s=round(clip.best_time_s, 3), duration_s=record.duration_s)
-            for record, clip in results
+            Segment(video_id=hit.record.video_id, video=hit.record.path, start_s=round(hit.clip.start_s, 3),
+                    end_s=round(hit.clip.end_s, 3), score=round(hit.clip.score, 5),
+                    thumbnail_s=round(hit.clip.best_time_s, 3), duration_s=hit.record.duration_s)
+            for hit in hits
         ])
 
 

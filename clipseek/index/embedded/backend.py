@@ -174,12 +174,37 @@ class EmbeddedBackend:
                 picked.append((times[lo:hi], labels[lo:hi]))
         if not picked:
             return []
-        scores = self.vectors.score(query, np.concatenate([labels for _, labels in picked]))
+        scores = self.vectors.score(query, np.concatenate([labels for _, labels in picked]))  # frames (x rows)
         out, offset = [], 0
         for times, labels in picked:
             out.append((times, scores[offset:offset + len(labels)]))
             offset += len(labels)
         return out
+
+    # words and topics live in the catalogue only (SQLite answers them)
+    def metadata_rows(self, matches: list[str]) -> dict[str, dict[str, dict]]:
+        return self.catalog.metadata_rows(matches)
+
+    def videos_matching_keys(self, matches: list[str]) -> list[str]:
+        return self.catalog.videos_matching_keys(matches)
+
+    def video_meta(self, video_ids: list[str]) -> dict[str, dict]:
+        return self.catalog.video_meta(video_ids)
+
+    def has_metadata(self) -> bool:
+        return self.catalog.has_metadata()
+
+    def text_search(self, terms: list[str], k: int, video_ids: list[str] | None = None) -> list[tuple[str, float]]:
+        return self.catalog.text_search(terms, k, video_ids)
+
+    def videos_where(self, where: dict[str, str]) -> set[str]:
+        return self.catalog.videos_where(where)
+
+    def shot_topics(self, video_ids: list[str] | None = None):
+        return self.catalog.shot_topics(video_ids)
+
+    def vocabulary(self):
+        return self.catalog.vocabulary()
 
     # -- writes --------------------------------------------------------------------------------
     def apply(self, change: Change) -> None:

@@ -369,12 +369,18 @@ class HnswVectors:
         return labels[top].astype(np.int64), scores[top]
 
     def score(self, query: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        """Cosine of ``query`` to each label's vector (from the float16 copy)."""
+        """Cosine of ``query`` (a vector, or a matrix of row vectors) to each label's vector (from the
+        float16 copy): one score per label, or labels x rows."""
+        query = np.asarray(query, dtype=np.float32)
         with self._state:
             row, vecs = self._row, self._vecs
         if not len(labels):
-            return np.zeros(0, dtype=np.float32)
-        return vecs[row[labels]].astype(np.float32) @ np.asarray(query, dtype=np.float32).reshape(-1)
+            return np.zeros((0,) if query.ndim == 1 else (0, len(query)), dtype=np.float32)
+        out = []
+        for start in range(0, len(labels), 65536):
+            block = vecs[row[labels[start:start + 65536]]].astype(np.float32)
+            out.append(block @ (query if query.ndim == 1 else query.T))
+        return np.concatenate(out)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:
