@@ -80,7 +80,7 @@ def measure_encoder(model: str, pretrained: str, batch_size: int = 32, frames: i
 
     import torch
 
-    from clipseek.clip_model import cpu_has_native_bf16, load_clip, quantize_int8
+    from clipseek.model.clip import cpu_has_native_bf16, load_clip, quantize_int8
 
     clip = load_clip(model, pretrained, "cpu", "fp32")
     rng = np.random.default_rng(0)

@@ -107,7 +107,7 @@ def search_only_flow(folder: Path) -> Path:
 
 
 def run_deployment(name: str, flow_file: str, overrides: dict, work) -> DeploymentMemory:
-    from clipseek.serve import BackgroundFlow, ServeSettings
+    from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
     settings = ServeSettings(grpc_port=free_port(), http_port=free_port(), flow=flow_file)
     with BackgroundFlow(settings, overrides) as flow:
@@ -119,7 +119,7 @@ def run_deployment(name: str, flow_file: str, overrides: dict, work) -> Deployme
 
 def index_video(video: Path):
     def work(flow) -> str:
-        from clipseek.client import ClipseekClient
+        from clipseek.api.client import ClipseekClient
 
         started = time.perf_counter()
         report = ClipseekClient(flow.http).index([str(video)], force=True)
@@ -132,7 +132,7 @@ def index_video(video: Path):
 
 def search_queries(count: int):
     def work(flow) -> str:
-        from clipseek.client import ClipseekClient
+        from clipseek.api.client import ClipseekClient
 
         client = ClipseekClient(flow.http)
         started = time.perf_counter()

@@ -32,7 +32,7 @@ from bench.measure import load_average  # noqa: E402
 
 def cuda_unavailable_reason() -> str:
     """Why the GPU section cannot run here ('' when it can)."""
-    from clipseek.hardware import cuda_device_count, ffmpeg_hwaccels
+    from clipseek.media.hardware import cuda_device_count, ffmpeg_hwaccels
 
     devices = cuda_device_count()
     if devices == 0:
@@ -59,8 +59,8 @@ def with_input_args(argv: list[str], extra: list[str]) -> list[str]:
 
 
 def measure_decode(video: Path, size_px: int, hwaccel: str | None) -> dict[str, float]:
-    from clipseek.ffmpeg_cmd import decode_argv
-    from clipseek.video import probe
+    from clipseek.media.ffmpeg_cmd import decode_argv
+    from clipseek.media.video import probe
 
     info = probe(video)
     frames = info.num_frames or round(info.fps * info.duration_s)
@@ -95,7 +95,7 @@ def measure_compute(model: str, pretrained: str, device: str, precision: str, ba
     import numpy as np
 
     from bench.encoder import flops_per_image
-    from clipseek.clip_model import load_clip
+    from clipseek.model.clip import load_clip
 
     flops = flops_per_image(load_clip(model, pretrained, "cpu", "fp32", towers="image"))  # FLOPs: device-free
     clip = load_clip(model, pretrained, device, precision, towers="image")
@@ -145,7 +145,7 @@ def main() -> int:
         device, hwaccel = "cuda", "cuda"
         print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     video = inputs.ensure_video((inputs.QUICK_VIDEOS if args.quick else inputs.FULL_VIDEOS)[args.video])
-    from clipseek.clip_model import image_size_for
+    from clipseek.model.clip import image_size_for
 
     decode = measure_decode(video, image_size_for(args.model), hwaccel)
     print(f"decode ({video.name}, {decode['frames']} frames): loader {'hw' if hwaccel else 'sw'} "
@@ -159,7 +159,7 @@ def main() -> int:
     e2e = measure_end_to_end(video, args.model, args.pretrained, device, int(decode["frames"]))
     print(f"end to end through the Flow: {e2e['wall_s']:.1f} s, {e2e['video_fps']:.0f} video frames/s, "
           f"{e2e['embedded_fps']:.1f} embedded frames/s ({e2e['embedded']} embedded); the loader decodes with "
-          f"the path clipseek.hardware picks only once it is wired into its argv")
+          f"the path clipseek.media.hardware picks only once it is wired into its argv")
     print(f"load average at end: {load_average()}")
     return 0
 

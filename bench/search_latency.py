@@ -69,9 +69,9 @@ def build_workspace(count: int, dim: int, model: str, workspace: Path | None = N
     ``bench-vectors.npy`` for exact recall."""
     import shutil
 
-    from clipseek.clip_model import resolve_model
     from clipseek.index import Library, open_backend
     from clipseek.index.embedded.vectors import HnswSettings
+    from clipseek.model.clip import resolve_model
 
     path = workspace or workspace_path(count, dim, model)
     model = resolve_model(model, "none").name  # the name the encoders stamp on their vectors
@@ -134,8 +134,8 @@ def ann_recall_at_10(path: Path, queries: int = RECALL_QUERIES, ef_search: int |
 
 def in_process_search(workspace: str, model: str, pretrained: str, queries: int = 100) -> dict:
     """The two halves of a search without the Flow: text encoding, and Library.search (ms, p50)."""
-    from clipseek.clip_model import load_clip
     from clipseek.index import open_library
+    from clipseek.model.clip import load_clip
 
     clip = load_clip(model, pretrained)
     library = open_library("embedded", Path(workspace))
@@ -171,7 +171,7 @@ class LatencyResult:
 
 def time_searches(flow, queries: int) -> dict[str, list[float]]:
     """End-to-end milliseconds of ``queries`` searches per protocol (top 10) through a running Flow."""
-    from clipseek.client import ClipseekClient
+    from clipseek.api.client import ClipseekClient
 
     clients = {"http": ClipseekClient(flow.http), "grpc": ClipseekClient(flow.grpc)}
     timings: dict[str, list[float]] = {"http": [], "grpc": []}

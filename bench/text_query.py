@@ -56,8 +56,8 @@ def measure_text_query(model: str, pretrained: str, precision: str, queries: int
     from docarray import DocList
     from jina import Executor
 
-    from clipseek.clip_model import torch_threads
     from clipseek.docs import Query
+    from clipseek.model.clip import torch_threads
 
     encoder = Executor.load_config(str(REPO / "services" / "text_encoder" / "config.yml"),
                                    uses_with={"model": model, "pretrained": pretrained, "precision": precision,

@@ -10,8 +10,8 @@ before the first docarray import serves the same schemas (tests/test_torch_free.
 None``: ``import torch`` raises ModuleNotFoundError, ``importlib.util.find_spec`` answers None), so
 optional imports fall back as if torch were not installed. The Flow's main process calls it before
 importing jina; its children are forked from it and inherit the mark. ``let_torch_in()`` removes
-the mark: clipseek.clip_model calls it before loading a model, so the encoders import torch in
-their own process. The ``clipseek`` command enters through ``clipseek_cli`` for the same reason
+the mark: clipseek.model.clip calls it before loading a model, so the encoders import torch in
+their own process. The ``clipseek`` command enters through ``clipseek.api.entry`` for the same reason
 (``clipseek serve`` is the Flow's main process). ``python -m clipseek.torch_free COMMAND ...``
 runs a console script (``jina executor ...``, ``jina gateway ...``) with torch kept out, for
 deployments that start each service in its own container.
@@ -79,15 +79,6 @@ def run_console_script(argv: list[str]) -> int:
     sys.argv = list(argv)
     result = main()
     return result if isinstance(result, int) else 0
-
-
-def clipseek_cli() -> int:
-    """The ``clipseek`` command (pyproject's console script): the CLI never runs a model, and
-    ``clipseek serve`` forks the Flow's processes from it, so torch is kept out before it loads."""
-    keep_torch_out()
-    from clipseek.cli import main
-
-    return main()
 
 
 if __name__ == "__main__":

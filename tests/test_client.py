@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from clipseek.client import ClipseekClient, plan_ranges
+from clipseek.api.client import ClipseekClient, plan_ranges
 from clipseek.docs import VideoDoc
 from clipseek.errors import ClipseekError, FlowUnavailableError
 

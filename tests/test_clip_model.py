@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_MODEL
 
-from clipseek.clip_model import ClipModel, image_size_for, load_clip, resolve_model
 from clipseek.errors import ModelLoadError
+from clipseek.model.clip import ClipModel, image_size_for, load_clip, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def test_the_model_is_loaded_once_per_process(tiny):
 def test_auto_precision_is_bf16_only_on_a_cpu_that_has_it(monkeypatch):
     import torch
 
-    from clipseek import clip_model
+    from clipseek.model import clip as clip_model
 
     for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(clip_model, "cpu_has_native_bf16", lambda native=native: native)
@@ -93,7 +93,7 @@ def test_a_local_checkpoint_loads_through_the_same_path_as_real_weights(tiny, tm
 def test_int8_quantises_the_transformer_mlps_and_keeps_embeddings_close(tiny):
     import torch
 
-    from clipseek.clip_model import mlp_linears, quantize_int8
+    from clipseek.model.clip import mlp_linears, quantize_int8
 
     names = mlp_linears(tiny.model)
     assert names and all(".mlp." in f".{n}." for n in names)  # both towers' c_fc and c_proj
@@ -157,7 +157,7 @@ def test_each_encoder_allocates_only_its_own_tower(tiny, tmp_path):
 def test_vit_b_32_text_encoder_holds_63m_parameters_not_151m():
     import open_clip
 
-    from clipseek.clip_towers import build_on_meta
+    from clipseek.model.towers import build_on_meta
 
     text = build_on_meta(open_clip, "ViT-B-32", "text", "bf16", None)  # on the meta device: nothing allocated
     image = build_on_meta(open_clip, "ViT-B-32", "image", "bf16", None)
@@ -183,7 +183,7 @@ def test_the_demo_checkpoint_loads_one_tower_as_the_whole_model_does():
 def test_a_bf16_text_tower_embeds_as_open_clips_own_bf16_model():
     import open_clip
 
-    from clipseek.clip_model import DEMO_MODEL_DIR
+    from clipseek.model.clip import DEMO_MODEL_DIR
 
     ours = ClipModel(resolve_model("demo", None), "cpu", "bf16", towers="text")
     open_clip.add_model_config(DEMO_MODEL_DIR)
@@ -231,7 +231,7 @@ def test_a_checkpoint_open_clip_must_convert_goes_through_its_loader(tiny, tmp_p
 def test_a_pretrained_tag_loads_its_file_and_preprocessing_one_tower_only(monkeypatch):
     import open_clip
 
-    from clipseek.clip_model import DEMO_MODEL_DIR
+    from clipseek.model.clip import DEMO_MODEL_DIR
 
     asked = []
     monkeypatch.setattr(open_clip, "get_pretrained_cfg",
@@ -264,7 +264,7 @@ def test_random_single_towers_are_allocated_in_their_final_precision():
 
 # -- queries: cache and threads -------------------------------------------------------------------
 def test_the_query_cache_keeps_the_most_recently_used_embeddings():
-    from clipseek.query_cache import QueryCache
+    from clipseek.model.query_cache import QueryCache
 
     cache = QueryCache(2)
     calls = []
@@ -329,7 +329,7 @@ def test_the_text_encoder_answers_repeated_queries_from_its_cache(monkeypatch):
 def test_an_architecture_that_cannot_be_laid_out_on_meta_is_built_by_open_clip(tiny, tmp_path, monkeypatch):
     import torch
 
-    from clipseek import clip_towers
+    from clipseek.model import towers as clip_towers
 
     def refuse(*args, **kwargs):
         raise clip_towers._NotMaterializable("a module computes a tensor")

@@ -26,8 +26,8 @@ import pytest
 import yaml
 from conftest import free_port
 
-from clipseek import deploy
-from clipseek.serve import ServeSettings
+from clipseek.engine import deploy
+from clipseek.engine.serve import ServeSettings
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -144,7 +144,7 @@ def test_every_clipseek_variable_given_to_a_service_is_one_of_its_settings():
         missing = {k for k in known - given if (executor, k) not in NOT_PASSED}
         assert not missing, f"{executor}: settings compose does not pass through: {missing}"
     web = {k for k in services["web"]["environment"] if k.startswith("CLIPSEEK_")}
-    assert web == web_setting_names() | {"CLIPSEEK_ADDRESS"}  # clipseek.client reads CLIPSEEK_ADDRESS too
+    assert web == web_setting_names() | {"CLIPSEEK_ADDRESS"}  # clipseek.api.client reads CLIPSEEK_ADDRESS too
     assert not [k for k in services["gateway"]["environment"] if k.startswith("CLIPSEEK_")]
 
 
@@ -194,7 +194,7 @@ def test_every_service_has_a_healthcheck_on_its_own_port_and_a_restart_policy():
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         test = service["healthcheck"]["test"]
-        assert test[:5] == ["CMD", "python", "-m", "clipseek.deploy", "health"], (name, test)
+        assert test[:5] == ["CMD", "python", "-m", "clipseek.engine.deploy", "health"], (name, test)
         target = test[5]
         if service["command"][:2] == ["jina", "executor"]:
             assert target == f"grpc://127.0.0.1:{option(service['command'], '--port')[0]}", name
@@ -378,7 +378,8 @@ def test_each_executor_pod_runs_its_service_from_the_repo_with_its_settings(scal
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container(workload)[probe]["exec"]["command"][:4] == ["python", "-m", "clipseek.deploy", "health"]
+            command = container(workload)[probe]["exec"]["command"]
+            assert command[:4] == ["python", "-m", "clipseek.engine.deploy", "health"]
 
 
 def test_the_encoders_are_replicated_and_get_a_gpu(scaled_manifests):

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from conftest import REPO, TINY_MODEL, running_flow
 
-from clipseek.client import ClipseekClient, plan_ranges
+from clipseek.api.client import ClipseekClient, plan_ranges
 from clipseek.errors import FlowUnavailableError, QueryError
 
 pytestmark = pytest.mark.slow
@@ -117,7 +117,7 @@ def test_thumbnails_come_from_the_loader(flow, media_dir):  # needs no index
 
 def test_cli_index_search_videos_delete(flow, media_dir):
     env = {**os.environ, "CLIPSEEK_ADDRESS": flow.http}
-    cli = [sys.executable, "-m", "clipseek.cli"]
+    cli = [sys.executable, "-m", "clipseek"]
 
     def run(*args):
         return subprocess.run([*cli, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from clipseek.hardware import (
+from clipseek.media.hardware import (
     DecodeChoice,
     DecodePath,
     choose_decode,

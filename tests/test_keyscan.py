@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from synth import Segment, make_video
 
-from clipseek.client import plan_ranges
-from clipseek.keyscan import GuidedReader, packet_change_times, structure_ok
-from clipseek.scan import scan_range
-from clipseek.shots import FrameLooker, SamplingSettings
-from clipseek.video import FrameReader, probe
+from clipseek.api.client import plan_ranges
+from clipseek.media.keyscan import GuidedReader, packet_change_times, structure_ok
+from clipseek.media.scan import scan_range
+from clipseek.media.shots import FrameLooker, SamplingSettings
+from clipseek.media.video import FrameReader, probe
 
 FRAME_S = 0.04  # 25 fps
 SEGMENTS = [

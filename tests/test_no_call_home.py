@@ -181,7 +181,7 @@ def test_outbound_connects_keeps_only_addresses_off_this_machine():
 @needs_strace
 def test_the_detector_sees_jinas_own_calls_out(tmp_path):
     """jina's get_internal_ip() connects a UDP socket to 10.255.255.255 (no packet leaves, but it is the
-    kind of call this test exists to catch); clipseek.serve avoids it by giving the Flow the address."""
+    kind of call this test exists to catch); clipseek.engine.serve avoids it by giving the Flow the address."""
     traced = Traced("internal-ip", [sys.executable, "-c", "from jina.helper import get_internal_ip; get_internal_ip()"],
                     child_environment(JINA_OPTOUT_TELEMETRY="1"), tmp_path)
     traced.process.wait(120)
@@ -195,7 +195,7 @@ def test_clipseek_serve_answers_a_search_without_calling_out(tmp_path):
     grpc_port, http_port = free_port(), free_port()
     env = child_environment(CLIPSEEK_MODEL="ViT-B-32", CLIPSEEK_PRETRAINED="none",
                             CLIPSEEK_MEDIA_ROOTS=str(tmp_path), CLIPSEEK_WORKSPACE=str(tmp_path / "workspace"))
-    serve = Traced("serve", [sys.executable, "-m", "clipseek.cli", "serve", "--grpc-port", str(grpc_port),
+    serve = Traced("serve", [sys.executable, "-m", "clipseek", "serve", "--grpc-port", str(grpc_port),
                              "--http-port", str(http_port)], env, tmp_path)
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/"), [serve], "serving")

@@ -23,8 +23,8 @@ def test_the_services_without_a_model_import_no_torch_when_it_is_kept_out():
         "from clipseek.torch_free import keep_torch_out\n"
         "assert keep_torch_out()\n"
         "import jina, docarray\n"
-        "import clipseek.serve, clipseek.client, clipseek.docs, clipseek.hardware\n"
-        "from clipseek.catalog import service_settings\n"
+        "import clipseek.engine.serve, clipseek.api.client, clipseek.docs, clipseek.media.hardware\n"
+        "from clipseek.engine.services import service_settings\n"
         "service_settings('video_loader'); service_settings('indexer')\n"
         "print(sorted(m for m, v in sys.modules.items() if v is not None and m.split('.')[0] in "
         "('torch', 'torchvision', 'open_clip', 'triton')))\n")
@@ -36,7 +36,7 @@ def test_a_model_can_still_be_loaded_after_torch_was_kept_out():
         "from clipseek.torch_free import keep_torch_out, torch_kept_out\n"
         "keep_torch_out()\n"
         "import docarray\n"
-        "from clipseek.clip_model import load_clip\n"
+        "from clipseek.model.clip import load_clip\n"
         f"clip = load_clip({TINY_MODEL!r}, 'none', 'cpu', 'fp32', towers='text')\n"
         "print(torch_kept_out(), clip.encode_texts(['a red circle']).shape)\n")
     assert out.strip() == "False (1, 64)"
@@ -76,7 +76,7 @@ def test_documents_have_the_same_schema_and_bytes_with_torch_kept_out():
 def test_the_clipseek_command_runs_with_torch_kept_out():
     out = run_python(
         "import sys\n"
-        "from clipseek.torch_free import clipseek_cli\n"
+        "from clipseek.api.entry import main as clipseek_cli\n"
         "sys.argv = ['clipseek', '--address', 'http://127.0.0.1:9', 'videos']\n"
         "code = clipseek_cli()\n"
         "print(code, sys.modules.get('torch'))\n")

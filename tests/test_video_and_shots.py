@@ -9,8 +9,8 @@ import pytest
 from synth import Segment, make_video
 
 from clipseek.errors import VideoOpenError
-from clipseek.shots import SamplingSettings, content_box, scan_frames
-from clipseek.video import FrameReader, content_hash, grab_jpeg, probe
+from clipseek.media.shots import SamplingSettings, content_box, scan_frames
+from clipseek.media.video import FrameReader, content_hash, grab_jpeg, probe
 
 FRAME_S = 0.04  # 25 fps
 

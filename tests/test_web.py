@@ -19,11 +19,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from synth import Segment, make_video
 
-from clipseek.client import ClipseekClient
+from clipseek.api.client import ClipseekClient
+from clipseek.engine.serve import BackgroundFlow, ServeSettings
 from clipseek.errors import MediaPathError
-from clipseek.serve import BackgroundFlow, ServeSettings
+from clipseek.media.video import probe
 from clipseek.settings import describe
-from clipseek.video import probe
 
 pytestmark = pytest.mark.slow
 

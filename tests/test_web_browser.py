@@ -27,9 +27,9 @@ import pytest
 from PIL import Image
 from synth import Segment, make_video
 
-from clipseek.cli import format_time
-from clipseek.client import ClipseekClient
-from clipseek.video import content_hash, probe
+from clipseek.api.cli import format_time
+from clipseek.api.client import ClipseekClient
+from clipseek.media.video import content_hash, probe
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +112,7 @@ def flow(media, tmp_path_factory) -> Iterator[ClipseekClient]:
     else:
         env["CLIPSEEK_MODEL"], env["CLIPSEEK_PRETRAINED"] = str(TINY_MODEL), "none"
     log = folder / "flow.log"
-    process = start([sys.executable, "-m", "clipseek.cli", "serve"], env, log)
+    process = start([sys.executable, "-m", "clipseek", "serve"], env, log)
     client = ClipseekClient(f"http://127.0.0.1:{http_port}")
     try:
         wait_until(client.is_ready, process, log, 180, "clipseek serve")

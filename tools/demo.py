@@ -19,10 +19,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clipseek.cli import format_time  # noqa: E402
-from clipseek.client import ClipseekClient  # noqa: E402
+from clipseek.api.cli import format_time  # noqa: E402
+from clipseek.api.client import ClipseekClient  # noqa: E402
 from clipseek.demo.search_eval import evaluate  # noqa: E402
-from clipseek.serve import BackgroundFlow, ServeSettings  # noqa: E402
+from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 
 QUERIES = ["a red circle", "a blue star", "a photo of a green triangle", "a yellow square on a plain background"]
 

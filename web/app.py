@@ -3,7 +3,7 @@ and manage the library.
 
     streamlit run web/app.py --server.maxUploadSize 2048 --browser.gatherUsageStats false
 
-The page is a client of a running Flow (``clipseek serve``) through :mod:`clipseek.client`; it holds no
+The page is a client of a running Flow (``clipseek serve``) through :mod:`clipseek.api.client`; it holds no
 search logic of its own. Settings come from the environment (``CLIPSEEK_ADDRESS``, ...): see
 ``web/README.md``. Playing and downloading clips read the video files, so those two need the page to
 run where the videos are (the Flow's media folders); search, thumbnails and the library do not.
@@ -20,13 +20,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from clipseek.cli import format_time
-from clipseek.client import DEFAULT_ADDRESS, ClipseekClient, IndexOutcome
+from clipseek.api.cli import format_time
+from clipseek.api.client import DEFAULT_ADDRESS, ClipseekClient, IndexOutcome
 from clipseek.demo import MODEL_NAME as DEMO_MODEL_NAME
 from clipseek.demo.vocab import COLOURS, SHAPES
 from clipseek.docs import Segment, VideoDoc
 from clipseek.errors import ClipseekError, FlowUnavailableError, MediaPathError, QueryError
-from clipseek.media import VIDEO_EXTENSIONS
+from clipseek.media.roots import VIDEO_EXTENSIONS
 from clipseek.settings import load_settings
 
 PAGE_DIR = str(Path(__file__).resolve().parent)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from clipseek.errors import ClipseekError, MediaPathError, VideoOpenError
-from clipseek.media import VIDEO_EXTENSIONS, resolve_roots
-from clipseek.video import content_hash, probe
+from clipseek.media.roots import VIDEO_EXTENSIONS, resolve_roots
+from clipseek.media.video import content_hash, probe
 
 HASH_PREFIX_CHARS = 16  # as the Flow's video ids
 

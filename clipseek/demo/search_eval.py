@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipseek.client import ClipseekClient
+from clipseek.api.client import ClipseekClient
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from clipseek.index.backend import Change, ModelIdentity
-from clipseek.index.embedded.files import fsync_dir, fsync_file, write_atomically
+from clipseek.index.embedded.files import FORMAT, fsync_dir, fsync_file, write_atomically
 from clipseek.index.records import Piece, ShotSpan, VideoRecord
 
 logger = logging.getLogger("clipseek.index")
@@ -32,7 +32,6 @@ def is_snapshot_workspace(workspace: Path) -> bool:
 
 def migrate_snapshot_workspace(workspace: Path) -> bool:
     """Migrate ``workspace`` if it holds the old layout; True when it did."""
-    from clipseek.index.embedded.backend import FORMAT
     from clipseek.index.embedded.catalog import SqlCatalog
 
     if not is_snapshot_workspace(workspace):

@@ -13,9 +13,9 @@ import numpy as np
 from docarray import DocList
 from jina import requests
 
-from clipseek.clip_model import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
 from clipseek.docs import VideoDoc
-from clipseek.service import ClipseekExecutor
+from clipseek.engine.executor import ClipseekExecutor
+from clipseek.model.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
 
 
 @dataclass

@@ -18,11 +18,11 @@ from docarray import DocList
 from jina import requests
 
 from clipseek.docs import Query, Segment, VideoDoc
+from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError
 from clipseek.index import Library, RangeUpload, SearchSettings, open_backend
 from clipseek.index.embedded.vectors import HnswSettings
 from clipseek.index.records import ShotSpan, VideoRecord
-from clipseek.service import ClipseekExecutor
 
 
 @dataclass

@@ -13,10 +13,10 @@ from typing import Any
 from docarray import DocList
 from jina import requests
 
-from clipseek.clip_model import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
 from clipseek.docs import Query
-from clipseek.query_cache import QueryCache
-from clipseek.service import ClipseekExecutor
+from clipseek.engine.executor import ClipseekExecutor
+from clipseek.model.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
+from clipseek.model.query_cache import QueryCache
 
 
 @dataclass

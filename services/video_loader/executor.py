@@ -16,15 +16,15 @@ from typing import Any
 from docarray import DocList
 from jina import requests
 
-from clipseek.clip_model import DEFAULT_MODEL, image_size_for
 from clipseek.docs import Frame, Shot, Thumbnail, VideoDoc
+from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError, MediaPathError, VideoOpenError
-from clipseek.ffmpeg_cmd import VideoInfo
-from clipseek.media import VIDEO_EXTENSIONS, iter_videos, resolve_media_path, resolve_roots
-from clipseek.scan import scan_range
-from clipseek.service import ClipseekExecutor
-from clipseek.shots import SamplingSettings
-from clipseek.video import content_hash, grab_jpeg, probe
+from clipseek.media.ffmpeg_cmd import VideoInfo
+from clipseek.media.roots import VIDEO_EXTENSIONS, iter_videos, resolve_media_path, resolve_roots
+from clipseek.media.scan import scan_range
+from clipseek.media.shots import SamplingSettings
+from clipseek.media.video import content_hash, grab_jpeg, probe
+from clipseek.model.clip import DEFAULT_MODEL, image_size_for
 
 
 @dataclass

@@ -29,14 +29,13 @@ import numpy as np
 from clipseek.index.backend import Change, IndexWriteError, ModelIdentity
 from clipseek.index.clips import FrameHit
 from clipseek.index.embedded.catalog import SqlCatalog
-from clipseek.index.embedded.files import write_atomically
+from clipseek.index.embedded.files import FORMAT, write_atomically
 from clipseek.index.embedded.vectors import HnswSettings, HnswVectors
 from clipseek.index.locks import WorkspaceLock
 from clipseek.index.records import VideoRecord
 
 logger = logging.getLogger("clipseek.index")
 
-FORMAT = "clipseek-index 2"
 EMPTY_TIMES = np.zeros(0, dtype=np.float64)
 EMPTY_LABELS = np.zeros(0, dtype=np.int64)
 

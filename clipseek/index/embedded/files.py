@@ -1,9 +1,12 @@
-"""Small durable-file helpers: fsync a folder, replace a small file atomically."""
+"""The embedded layout's version mark, and small durable-file helpers: fsync a folder, replace a small
+file atomically."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+FORMAT = "clipseek-index 2"  # written to <workspace>/FORMAT; a workspace without it is older (migrate.py)
 
 
 def fsync_dir(path: Path) -> None:

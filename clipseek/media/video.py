@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from clipseek.errors import VideoOpenError
-from clipseek.ffmpeg_cmd import (
+from clipseek.media.ffmpeg_cmd import (
     VideoInfo,
     decode_argv,
     parse_probe,
@@ -29,7 +29,7 @@ from clipseek.ffmpeg_cmd import (
     thumbnail_argv,
 )
 
-logger = logging.getLogger("clipseek.video")
+logger = logging.getLogger("clipseek.media.video")
 
 PROBE_TIMEOUT_S = 60.0
 HASH_CHUNK_BYTES = 4 << 20

@@ -18,12 +18,12 @@ from typing import Any
 
 import yaml
 
-from clipseek.settings import load_settings
 from clipseek.torch_free import keep_torch_out
+from clipseek.settings import load_settings
 
-logger = logging.getLogger("clipseek.serve")
+logger = logging.getLogger("clipseek.engine.serve")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -51,7 +51,7 @@ def flow_config(settings: ServeSettings, overrides: dict[str, Any] | None = None
     ``overrides`` (setting name -> value, e.g. ``{"model": "demo"}``) go to the ``uses_with`` of every
     executor whose settings have that field, so one value reaches all the services that share it.
     """
-    from clipseek.catalog import SERVICES, setting_names
+    from clipseek.engine.services import SERVICES, setting_names
 
     path = Path(settings.flow) if settings.flow else REPO_ROOT / "flow.yml"
     if not path.is_file():
@@ -124,7 +124,7 @@ class BackgroundFlow:
 
         spec = json.dumps({"settings": dataclasses.asdict(self.settings), "overrides": self.overrides})
         self._log = tempfile.NamedTemporaryFile("w+", prefix="clipseek-flow-", suffix=".log", delete=False)
-        self.process = subprocess.Popen([sys.executable, "-m", "clipseek.serve", spec], stdout=self._log,
+        self.process = subprocess.Popen([sys.executable, "-m", "clipseek.engine.serve", spec], stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:

@@ -1,8 +1,8 @@
 """One time range of a video: decode what is needed, find the shots, choose the frames to embed.
 
-The keyframe-guided decoder (clipseek/keyscan.py) is used where the stream has structure to guide it;
-otherwise every frame is decoded by ffmpeg (clipseek/video.py). Either way the frames go through the
-same shot sampler (clipseek/shots.py), fed from a little before the range to a little after it, so
+The keyframe-guided decoder (clipseek/media/keyscan.py) is used where the stream has structure to guide it;
+otherwise every frame is decoded by ffmpeg (clipseek/media/video.py). Either way the frames go through the
+same shot sampler (clipseek/media/shots.py), fed from a little before the range to a little after it, so
 that the frames chosen inside the range do not depend on where the range starts or ends.
 """
 
@@ -13,12 +13,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipseek.ffmpeg_cmd import VideoInfo
-from clipseek.keyscan import GuidedReader, GuideSettings, structure_ok
-from clipseek.shots import SamplingSettings, ShotSampler, ShotScan
-from clipseek.video import FrameReader
+from clipseek.media.ffmpeg_cmd import VideoInfo
+from clipseek.media.keyscan import GuidedReader, GuideSettings, structure_ok
+from clipseek.media.shots import SamplingSettings, ShotSampler, ShotScan
+from clipseek.media.video import FrameReader
 
-logger = logging.getLogger("clipseek.scan")
+logger = logging.getLogger("clipseek.media.scan")
 
 
 @dataclass

@@ -4,7 +4,7 @@
 set, F1 91.6 against 86.7 for ContentDetector): the mean change of hue, saturation and value from the
 previous frame, against the mean change of the frames around it, so steady motion is not a cut. It is
 written out here (the same arithmetic) so that it can restart after a gap in the frames: the
-keyframe-guided scan (clipseek/keyscan.py) feeds it short runs of consecutive frames, and a run
+keyframe-guided scan (clipseek/media/keyscan.py) feeds it short runs of consecutive frames, and a run
 must be judged from its own third frame, not after PySceneDetect's start-up wait of ``min_scene_len``.
 
 ``ChromaCutDetector`` finds cuts between two shots of equal brightness where only a small object

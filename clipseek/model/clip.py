@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clipseek.clip_towers import TOWERS, build_and_load
-from clipseek.errors import ModelLoadError
 from clipseek.torch_free import keep_compilers_out, let_torch_in
+from clipseek.errors import ModelLoadError
+from clipseek.model.towers import TOWERS, build_and_load
 
 logger = logging.getLogger("clipseek.clip")
 
-DEMO_MODEL_DIR = Path(__file__).parent / "demo" / "model"
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "demo" / "model"
 DEMO_MODEL_NAME = "clipseek-demo"
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
@@ -203,7 +203,7 @@ class ClipModel:
     """An open_clip model ready to embed frames (uint8 RGB squares) and texts, L2-normalised.
 
     ``towers`` is ``both``, ``image`` (the image encoder's) or ``text`` (the text encoder's): the
-    other tower is never allocated nor read from the checkpoint (clipseek.clip_towers).
+    other tower is never allocated nor read from the checkpoint (clipseek.model.towers).
     """
 
     def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto", towers: str = "both"):

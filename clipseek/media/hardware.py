@@ -22,7 +22,7 @@ import subprocess
 import threading
 from dataclasses import dataclass
 
-logger = logging.getLogger("clipseek.hardware")
+logger = logging.getLogger("clipseek.media.hardware")
 
 HWACCEL_CHOICES = ("auto", "cuda", "none")
 # ffmpeg's messages when the CUDA device or the hwaccel cannot be set up at all.

@@ -1,7 +1,7 @@
 """Deploying clipseek: Kubernetes manifests generated from ``flow.yml``, and the containers' health check.
 
     clipseek deploy k8s OUTDIR [--image IMAGE] [--encoder-replicas N] [--indexer-shards N] ...
-    python -m clipseek.deploy health grpc://127.0.0.1:8081     # exit 0 when the service is serving
+    python -m clipseek.engine.deploy health grpc://127.0.0.1:8081     # exit 0 when the service is serving
 
 The manifests come from jina's own ``Flow.to_kubernetes_yaml`` (it knows the gateway's routing
 arguments and the shard head's), run offline: jina asks Jina Hub and Docker Hub about every image it
@@ -99,7 +99,7 @@ def _flow_definition(flow_path: Path | None) -> tuple[dict[str, Any], dict[str, 
     """flow.yml as jina will load it, and each executor's ``uses`` as written (relative to flow.yml)."""
     import yaml
 
-    from clipseek.serve import REPO_ROOT, ServeSettings, flow_config
+    from clipseek.engine.serve import REPO_ROOT, ServeSettings, flow_config
 
     path = Path(flow_path) if flow_path else REPO_ROOT / "flow.yml"
     written = {e["name"]: e["uses"] for e in yaml.safe_load(path.read_text()).get("executors", [])}
@@ -160,7 +160,7 @@ def _export_config(options: K8sOptions, config: dict[str, Any]) -> dict[str, Any
 
 
 def _probe(target: str, period_s: int, failures: int) -> dict[str, Any]:
-    return {"exec": {"command": ["python", "-m", "clipseek.deploy", "health", target]},
+    return {"exec": {"command": ["python", "-m", "clipseek.engine.deploy", "health", target]},
             "periodSeconds": period_s, "timeoutSeconds": 10, "failureThreshold": failures}
 
 
@@ -238,7 +238,7 @@ def kubernetes_manifests(options: K8sOptions, flow_path: Path | None = None,
     by default those of ``clipseek serve``."""
     import yaml
 
-    from clipseek.serve import ServeSettings, quiet_jina_environment
+    from clipseek.engine.serve import ServeSettings, quiet_jina_environment
 
     if ports is None:
         ports = (ServeSettings.grpc_port, ServeSettings.http_port)
@@ -325,8 +325,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m clipseek.deploy health TARGET``: the health check the containers run."""
-    parser = argparse.ArgumentParser(prog="python -m clipseek.deploy")
+    """``python -m clipseek.engine.deploy health TARGET``: the health check the containers run."""
+    parser = argparse.ArgumentParser(prog="python -m clipseek.engine.deploy")
     sub = parser.add_subparsers(dest="command", required=True)
     health = sub.add_parser("health", help="exit 0 when the service at TARGET is serving")
     health.add_argument("target", help="grpc://host:port (an executor) or an http(s) URL")

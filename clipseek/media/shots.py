@@ -1,6 +1,6 @@
 """Shot detection and frame sampling in one streaming pass over decoded frames.
 
-Cuts come from two detectors over consecutive frames (clipseek/cuts.py): PySceneDetect's adaptive
+Cuts come from two detectors over consecutive frames (clipseek/media/cuts.py): PySceneDetect's adaptive
 content test, and a colour-histogram test for cuts between shots of equal brightness. Fades through
 black are handled here: a run of near-black frames ends the shot before it, and the boundary is put
 in the middle of the dark run. Frames are looked at cropped to the picture (the letterbox bars would
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from clipseek.cuts import AdaptiveCut, ChromaCutDetector, FrameLook, drift, look_at
-from clipseek.video import DecodedFrame
+from clipseek.media.cuts import AdaptiveCut, ChromaCutDetector, FrameLook, drift, look_at
+from clipseek.media.video import DecodedFrame
 
-logger = logging.getLogger("clipseek.shots")
+logger = logging.getLogger("clipseek.media.shots")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from clipseek.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient, default_address
-from clipseek.deploy import add_deploy_parser, cmd_deploy
+from clipseek.api.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient, default_address
+from clipseek.engine.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -52,7 +52,7 @@ def _local_path(path: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from clipseek.serve import ServeSettings, build_flow
+    from clipseek.engine.serve import ServeSettings, build_flow
     from clipseek.settings import load_settings
 
     settings = load_settings(ServeSettings, {"grpc_port": args.grpc_port, "http_port": args.http_port,

@@ -13,7 +13,7 @@ other frame); the frames between two keyframes are decoded only when something m
 
 A stretch that is decoded is decoded from its keyframe to a few frames past the next keyframe (or,
 when only a packet jump asked for it and the keyframes agree, to a few frames past the jump), so a
-cut is placed to the frame by the detectors (clipseek/cuts.py). Elsewhere the keyframes stand for
+cut is placed to the frame by the detectors (clipseek/media/cuts.py). Elsewhere the keyframes stand for
 the stretch, and a frame after a skipped stretch carries ``follows=False``.
 
 Streams with no usable structure are left to the full decoder (``structure_ok``): intra-only codecs
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from clipseek.cuts import FrameLook, chroma_change, content_change
-from clipseek.ffmpeg_cmd import VideoInfo
-from clipseek.video import DecodedFrame
+from clipseek.media.cuts import FrameLook, chroma_change, content_change
+from clipseek.media.ffmpeg_cmd import VideoInfo
+from clipseek.media.video import DecodedFrame
 
-logger = logging.getLogger("clipseek.keyscan")
+logger = logging.getLogger("clipseek.media.keyscan")
 
 TRAIL_FRAMES = 3  # decoded past a suspected cut, so the detectors see its neighbours
 SIZE_FLOOR_BYTES = 64  # packet sizes below this are all "nothing changed"
@@ -73,7 +73,8 @@ def packet_change_times(times: np.ndarray, sizes: np.ndarray, keys: np.ndarray,
             continue
         if after and logs[j] - max(max(before), max(after)) >= spike_log2:
             found.append(float(t[j]))
-        elif len(before) == window and abs(float(np.median([logs[j], *after])) - float(np.median(before))) >= level_log2:
+        elif len(before) == window and (
+                abs(float(np.median([logs[j], *after])) - float(np.median(before))) >= level_log2):
             found.append(float(t[j]))
     return found
 

@@ -7,7 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
     "video_loader": "LoaderSettings",
     "image_encoder": "ImageEncoderSettings",
@@ -34,27 +34,3 @@ def service_settings(service: str) -> type:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     return getattr(importlib.import_module(f"services.{service}.executor"), SERVICES[service])
-
-
-def all_settings() -> dict[str, type]:
-    from clipseek.serve import ServeSettings
-
-    found = {service: service_settings(service) for service in SERVICES}
-    found["clipseek serve"] = ServeSettings
-    return found
-
-
-def settings_markdown() -> str:
-    """A markdown table of every setting: environment variable, service, type, default."""
-    from clipseek.settings import describe
-
-    rows = ["| variable | service | type | default |", "| --- | --- | --- | --- |"]
-    for service, cls in all_settings().items():
-        for env, kind, default in describe(cls):
-            shown = ":".join(default) if isinstance(default, list) else default
-            rows.append(f"| `{env}` | {service} | {kind} | `{shown}` |")
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    print(settings_markdown())
