@@ -41,6 +41,8 @@ logger = logging.getLogger("clipseek.gateway")
 
 DEFAULT_ENDPOINT = "/default"
 HEALTH_TIMEOUT_S = 2.0
+RECONNECT_OPTIONS = {"grpc.initial_reconnect_backoff_ms": 100, "grpc.min_reconnect_backoff_ms": 100,
+                     "grpc.max_reconnect_backoff_ms": 1000}
 # Paths any client may GET without the key: readiness and the API's description.
 OPEN_HTTP_PATHS = frozenset({"/", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 OPEN_GRPC_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -302,6 +304,11 @@ class ClipseekGateway(CompositeGateway):
         self.servers = self.gateways = servers
 
     async def setup_server(self) -> None:
+        cancel = getattr(self, "is_cancel", None)
+        for server in self.servers:  # jina gives them events of their own, which no signal ever sets:
+            server.is_cancel = cancel  # SIGTERM could not stop a gateway still looking for its executors
+        if not await self._wait_for_executors():
+            raise SystemExit(0)  # asked to stop before the executors answered: nothing to shut down
         await super().setup_server()  # discovers the executors' endpoints, builds the HTTP API
         streamer = self._request_handler.streamer
         route_only_to_serving_executors(streamer.topology_graph)
@@ -311,6 +318,22 @@ class ClipseekGateway(CompositeGateway):
 
         streamer._get_endpoints_input_output_models = discovered
 
+    async def _wait_for_executors(self) -> bool:
+        """Wait, quietly, until every executor answers its health check (jina would ask each for its
+        endpoints every second and log a warning each time); False when asked to stop meanwhile."""
+        addresses = _grpc_addresses(self.runtime_args.deployments_addresses)
+        cancel = getattr(self, "is_cancel", None)
+        said = False
+        while not (cancel is not None and cancel.is_set()):
+            down = await executors_down(addresses, timeout_s=1.0)
+            if not down:
+                return True
+            if not said:
+                logger.info("waiting for %s to start", ", ".join(sorted(down)))
+                said = True
+            await asyncio.sleep(0.25)
+        return False
+
 
 # -- entry point -------------------------------------------------------------------------------------
 def gateway_args(argv: Iterable[str]) -> Any:
@@ -319,6 +342,9 @@ def gateway_args(argv: Iterable[str]) -> Any:
 
     args = set_gateway_parser().parse_args(list(argv))
     args.uses = ClipseekGateway.__name__
+    # An executor that was restarted is reached again within a second (gRPC's reconnect backoff would
+    # otherwise grow to two minutes while it was down).
+    args.grpc_channel_options = {**RECONNECT_OPTIONS, **(getattr(args, "grpc_channel_options", None) or {})}
     return args
 
 

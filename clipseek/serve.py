@@ -62,8 +62,11 @@ class ServeSettings:
 
 
 def jina_environment() -> dict[str, str]:
-    """JINA_QUIET, unless this environment sets those variables itself: for the processes started here."""
-    return {name: os.environ.get(name, value) for name, value in {**JINA_QUIET, "COLUMNS": LOG_COLUMNS}.items()}
+    """The environment of the processes started here: JINA_QUIET (unless this environment sets those
+    variables itself), and this clipseek first on the import path, so that they run the same code."""
+    env = {name: os.environ.get(name, value) for name, value in {**JINA_QUIET, "COLUMNS": LOG_COLUMNS}.items()}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def quiet_jina_environment() -> None:
@@ -123,7 +126,10 @@ def add_upload_root(config: dict[str, Any]) -> Path:
              "workspace": ((indexer or {}).get("uses_with") or {}).get("workspace")}
     folders = load_settings(EngineFolders, given)
     uploads = default_upload_dir(folders.workspace)
-    uploads.mkdir(parents=True, exist_ok=True)
+    try:
+        uploads.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the indexer will say what is wrong with its workspace
+        logger.warning("no upload folder: cannot create %s (%s)", uploads, exc.strerror)
     roots = [Path(os.path.expanduser(r)).resolve() for r in folders.media_roots]
     if loader is not None and not any(uploads == r or uploads.is_relative_to(r) for r in roots):
         loader["uses_with"] = {**(loader.get("uses_with") or {}), "media_roots": [*folders.media_roots, str(uploads)]}
@@ -155,7 +161,8 @@ def linear_graph(names: list[str]) -> dict[str, list[str]]:
 
 
 def engine_stages(settings: ServeSettings, overrides: dict[str, Any] | None = None) -> list[list[ProcessSpec]]:
-    """The processes of the engine: the executors of flow.yml (started together), then the gateway."""
+    """The processes of the engine, all started at once: the executors of flow.yml and the gateway (which
+    waits until they answer before it serves; ready = every executor answers through it)."""
     from clipseek.deploy import check_health
 
     config = flow_config(settings, overrides)
@@ -187,8 +194,8 @@ def engine_stages(settings: ServeSettings, overrides: dict[str, Any] | None = No
     if (config.get("with") or {}).get("cors"):
         gateway.append("--cors")
     ready = f"http://{probe_host}:{settings.http_port}/"  # the gateway's readiness: every executor answers
-    return [stage, [ProcessSpec("gateway", gateway, lambda: check_health(ready, 2.0) is None,
-                                {**jina_environment(), "CLIPSEEK_API_KEY": settings.api_key})]]
+    return [[*stage, ProcessSpec("gateway", gateway, lambda: check_health(ready, 2.0) is None,
+                                 {**jina_environment(), "CLIPSEEK_API_KEY": settings.api_key})]]
 
 
 class StopSignals:
@@ -223,7 +230,7 @@ def serve(settings: ServeSettings, overrides: dict[str, Any] | None = None, outp
     try:
         check_ports_free(settings.host, [settings.grpc_port, settings.http_port])
         stages = engine_stages(settings, overrides)
-    except (EngineError, ValueError, FileNotFoundError) as exc:
+    except (EngineError, ValueError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_FAILED
     with StopSignals() as signals:

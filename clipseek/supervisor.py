@@ -178,8 +178,9 @@ class Supervisor:
             child.restarts.popleft()
         how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
         if len(child.restarts) >= self.restart_limit:
-            raise EngineError(child.name, f"exited with {how}, its {self.restart_limit + 1}th exit in "
-                                          f"{RESTART_WINDOW_S / 60:.0f} min: giving up", child.last_lines())
+            raise EngineError(child.name, f"exited with {how} while serving, after {len(child.restarts)} restart(s) "
+                                          f"in {RESTART_WINDOW_S / 60:.0f} min (CLIPSEEK_RESTART_LIMIT="
+                                          f"{self.restart_limit}): giving up", child.last_lines())
         child.restarts.append(now)
         logger.warning("%s exited with %s while serving; restarting it (%d of %d restarts in %.0f min)",
                      child.name, how, len(child.restarts), self.restart_limit, RESTART_WINDOW_S / 60)
