@@ -507,3 +507,14 @@ def test_clipseek_deploy_k8s_writes_the_default_manifests(tmp_path):
 
     bad = parser.parse_args(["deploy", "k8s", str(tmp_path / "bad"), "--indexer-shards", "0"])
     assert deploy.cmd_deploy(bad) == 2
+
+
+def test_clipseek_serve_knows_the_folder_defaults_of_the_loader_and_the_indexer():
+    """clipseek serve adds <workspace>/uploads to the loader's media roots: it must resolve both settings
+    as the services do."""
+    from clipseek.media import DEFAULT_WORKSPACE
+    from clipseek.serve import EngineFolders
+
+    loader, indexer = service_settings("video_loader")(), service_settings("indexer")()
+    assert EngineFolders().media_roots == loader.media_roots
+    assert EngineFolders().workspace == indexer.workspace == DEFAULT_WORKSPACE

@@ -12,7 +12,6 @@ import fcntl
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ import grpc
 import httpx
 import pytest
 from conftest import REPO, TINY_MODEL, free_port
+from procs import alive, descendants, listening, port_is_free, started_with
 
 from clipseek.client import ClipseekClient
 from clipseek.errors import AuthenticationError, QueryError, ServiceUnavailableError
@@ -31,96 +31,6 @@ pytestmark = pytest.mark.slow
 
 ECHO = REPO / "tests" / "fixtures" / "echo" / "config.yml"
 API_KEY = "test-key-0123456789"
-
-
-# -- /proc -----------------------------------------------------------------------------------------------
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, their children, ...)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        for child, ppid in parents.items():
-            if ppid == parent and child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def started_with(marker: str) -> set[int]:
-    """Running processes (not this one) whose environment holds ``marker``: what a test's engine started,
-    children and orphans alike, found without knowing their pids."""
-    needle = marker.encode()
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                if needle in Path(f"/proc/{entry}/environ").read_bytes():
-                    found.add(int(entry))
-            except OSError:
-                continue
-    return alive(found)
-
-
-def alive(pids: set[int]) -> set[int]:
-    """Those of ``pids`` still running (zombies count as gone)."""
-    running = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            running.add(pid)
-    return running
-
-
-def _decode(hex_address: str) -> tuple[str, int]:
-    host, port = hex_address.split(":")
-    raw = bytes.fromhex(host)
-    if len(raw) == 4:
-        address = ipaddress.IPv4Address(raw[::-1])
-    else:
-        address = ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
-        address = address.ipv4_mapped or address
-    return str(address), int(port, 16)
-
-
-def listening(pids: set[int]) -> dict[int, list[tuple[str, int]]]:
-    """pid -> the TCP addresses it listens on."""
-    owner = {}
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    owner[target[8:-1]] = pid
-        except OSError:
-            continue
-    found: dict[int, list[tuple[str, int]]] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and fields[9] in owner:  # LISTEN
-                found.setdefault(owner[fields[9]], []).append(_decode(fields[1]))
-    return found
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 # -- running clipseek serve ------------------------------------------------------------------------------
@@ -400,3 +310,43 @@ def test_an_executor_that_dies_past_the_restart_limit_stops_the_engine_naming_it
            "(CLIPSEEK_RESTART_LIMIT=0): giving up" in output, output
     assert took_s < 12.0
     assert_all_gone(pids, serve, within_s=0.5)
+
+
+# -- BackgroundFlow, as tools/demo.py --serve uses it ---------------------------------------------------
+def background_flow_script(tmp: Path) -> subprocess.Popen:
+    """A program that serves with BackgroundFlow until Ctrl-C, as ``tools/demo.py --serve`` does."""
+    settings = f"ServeSettings(grpc_port={free_port()}, http_port={free_port()}, flow={str(echo_flow(tmp))!r})"
+    script = textwrap.dedent(f"""\
+        from clipseek.serve import BackgroundFlow, ServeSettings
+        with BackgroundFlow({settings}) as flow:
+            print("ready", flow.process.pid, flush=True)
+            try:
+                flow.process.wait()
+            except KeyboardInterrupt:
+                pass
+        """)
+    return subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "CLIPSEEK_TEST_ENGINE": str(tmp)})
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill-9"])
+def test_a_program_serving_with_background_flow_stops_it_on_ctrl_c_or_when_killed(tmp_path, how):
+    program = background_flow_script(tmp_path)
+    try:
+        line = program.stdout.readline().split()
+        assert line[:1] == ["ready"], line
+        pids = descendants(program.pid)
+        assert len(pids) == 3  # the engine's supervisor, the echo executor, the gateway
+        started = time.monotonic()
+        program.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
+        program.wait(30)
+        deadline = time.monotonic() + 15
+        while alive(pids | started_with(f"CLIPSEEK_TEST_ENGINE={tmp_path}")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(pids | started_with(f"CLIPSEEK_TEST_ENGINE={tmp_path}")), how
+        assert time.monotonic() - started < 15
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait()
