@@ -158,6 +158,8 @@ class WholeRequests:
         from jina.excepts import InternalNetworkError
 
         endpoint = kwargs.get("exec_endpoint") or "this endpoint"
+        if not len(docs) and kwargs.get("exec_endpoint"):  # jina would answer `null`
+            raise HTTPException(422, detail=f"{endpoint}: the request has no documents (send them in data)")
         try:
             async for response in self._streamer.stream_docs(docs, request_size=max(1, len(docs)), **kwargs):
                 status = response.header.status

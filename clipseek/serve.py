@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -65,7 +66,8 @@ def jina_environment() -> dict[str, str]:
     """The environment of the processes started here: JINA_QUIET (unless this environment sets those
     variables itself), and this clipseek first on the import path, so that they run the same code."""
     env = {name: os.environ.get(name, value) for name, value in {**JINA_QUIET, "COLUMNS": LOG_COLUMNS}.items()}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    if (REPO_ROOT / "services").is_dir():  # a checkout (not site-packages, which must stay after the stdlib)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -198,6 +200,17 @@ def engine_stages(settings: ServeSettings, overrides: dict[str, Any] | None = No
                                  {**jina_environment(), "CLIPSEEK_API_KEY": settings.api_key})]]
 
 
+def _loopback_or(host: str) -> str:
+    """``host`` as an IP address to classify ("localhost" is loopback; a name is taken as exposed)."""
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        return "0.0.0.0"
+
+
 class StopSignals:
     """SIGTERM, SIGINT and SIGHUP ask to stop; a second one asks to stop now (kill what still runs)."""
 
@@ -233,6 +246,9 @@ def serve(settings: ServeSettings, overrides: dict[str, Any] | None = None, outp
     except (EngineError, ValueError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_FAILED
+    if not settings.api_key and not ipaddress.ip_address(_loopback_or(settings.host)).is_loopback:
+        logger.warning("the gateway listens on %s without an API key: anyone who can reach this machine can "
+                       "search, read thumbnails and change the index (set CLIPSEEK_API_KEY)", settings.host)
     with StopSignals() as signals:
         supervisor = Supervisor(stages, settings.start_timeout_s, settings.stop_timeout_s, settings.restart_limit,
                                 should_stop=signals.stop, output=output)

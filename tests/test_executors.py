@@ -213,3 +213,15 @@ def test_indexer_commits_finished_videos_at_once_and_partial_ones_at_most_every_
     every_time = load("indexer", workspace=str(tmp_path / "ws2"), commit_interval_s=0.0)
     send(every_time, 0.0, 2.0)
     assert len(FrameStore(tmp_path / "ws2").videos) == 1
+
+
+def test_the_pass_through_is_async_so_it_never_waits_behind_the_executors_own_work():
+    """jina runs a synchronous handler under a lock of the executor (one at a time) and an async one
+    outside it: a request passing through the video loader under a plain jina gateway does not wait
+    for the range the loader is decoding. (clipseek's gateway does not even send it there.)"""
+    import inspect
+
+    from clipseek.service import ClipseekExecutor
+
+    assert inspect.iscoroutinefunction(ClipseekExecutor.pass_through)
+    assert "/default" in ClipseekExecutor.requests_by_class["ClipseekExecutor"]

@@ -178,6 +178,8 @@ def test_numbers_that_are_not_finite_or_too_large_are_refused_whole_and_change_n
     preflight = httpx.options(f"{flow.http}/delete", timeout=60, headers={
         "origin": "https://example.com", "access-control-request-method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers  # no CORS: browsers refuse to send
+    empty = httpx.post(f"{flow.http}/delete", json={"data": []}, timeout=60)
+    assert empty.status_code == 422 and "no documents" in empty.json()["detail"]
 
     grpc = ClipseekClient(flow.grpc)
     for endpoint, doc in [("/index", VideoDoc.model_construct(uri=path, end_s=nan, force=True)),
