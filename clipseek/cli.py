@@ -17,10 +17,14 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipseek.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient, IndexReport, default_address
+from clipseek.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import AuthenticationError, ClipseekError, FlowUnavailableError, QueryError
+
+if TYPE_CHECKING:  # clipseek.client imports docarray (and torch): not for `clipseek serve`
+    from clipseek.client import ClipseekClient, IndexReport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -202,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "deploy":
         return cmd_deploy(args)
+    from clipseek.client import ClipseekClient
+
     client = ClipseekClient(args.address)
     handler = {"index": cmd_index, "search": cmd_search, "videos": cmd_videos, "delete": cmd_delete}[args.command]
     try:

@@ -12,7 +12,6 @@ documents (larger inputs are sent in several), and an endpoint that answers each
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 from collections import deque
@@ -25,6 +24,14 @@ import httpx
 from docarray import BaseDoc, DocList
 from pydantic import ValidationError
 
+from clipseek.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported from here by the page)
+    DEFAULT_ADDRESS,
+    DEFAULT_CHUNK_S,
+    DEFAULT_IN_FLIGHT,
+    MAX_DOCS_PER_REQUEST,
+    default_address,
+    default_api_key,
+)
 from clipseek.docs import Query, Segment, Thumbnail, VideoDoc
 from clipseek.errors import (
     AuthenticationError,
@@ -34,24 +41,10 @@ from clipseek.errors import (
     ServiceUnavailableError,
 )
 
-DEFAULT_ADDRESS = "http://127.0.0.1:51001"
-DEFAULT_CHUNK_S = 120.0  # seconds of video per /index request
-DEFAULT_IN_FLIGHT = 2  # /index requests under way at once: the loader decodes one while the encoder embeds the other
-# Documents per request. jina's own HTTP gateway answers only the first 100 documents of a request
-# (clipseek's gateway answers all); at most 100 is safe with either.
-MAX_DOCS_PER_REQUEST = 100
 ONE_ANSWER_EACH = frozenset({"/index", "/search", "/delete", "/thumbnail"})  # /probe expands folders
 SERVICE_HEADER = "x-clipseek-service"  # clipseek's gateway names the service that is down (HTTP 503)
 _GRPC_METHOD = "/jina.JinaSingleDataRequestRPC/process_single_data"
 _JINA_DEPLOYMENT = re.compile(r"deployment `?(\w+)")
-
-
-def default_address() -> str:
-    return os.environ.get("CLIPSEEK_ADDRESS", DEFAULT_ADDRESS)
-
-
-def default_api_key() -> str:
-    return os.environ.get("CLIPSEEK_API_KEY", "")
 
 
 def validation_message(exc: ValidationError) -> str:
