@@ -139,6 +139,7 @@ def use_document_types(models_map: dict[str, dict[str, Any]]) -> None:
         if endpoint in models_map:
             models_map[endpoint]["input"] = doc_type
             models_map[endpoint]["output"] = doc_type
+    models_map.pop(DEFAULT_ENDPOINT, None)  # the executors' pass-through is no endpoint of the API
 
 
 class WholeRequests:

@@ -13,8 +13,8 @@ search passing through the video loader would wait for the range it is decoding)
         [--uses-with-json '{"workspace": "/data"}'] [--parent-pid PID]
 
 runs one executor in this process as ``jina executor --native`` does, except that it exits with 1 when the
-executor fails to start (jina's exits with 0), it takes jina's start-up lock in a folder of its own
-(jina's is ``~/.cache/jina/locks/<class>.lock``, without a timeout: a process left over from an earlier
+executor fails to start (jina's exits with 0), it takes no start-up lock (jina's is
+``~/.cache/jina/locks/<class>.lock``, waited for without a timeout: a process left over from an earlier
 run could hold it for ever), and with ``--parent-pid`` it is killed when that process dies.
 """
 
@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from typing import Any, TypeVar
 
 from docarray import DocList
@@ -84,22 +83,18 @@ def exit_with_parent(argv: list[str]) -> list[str]:
     return argv
 
 
-def use_private_start_lock() -> str:
-    """Point jina's executor start-up lock at a fresh folder of this process; returns the folder.
+def skip_jina_start_lock() -> None:
+    """Executor classes defined from now on (the service jina imports when it starts it) take no start-up
+    lock. jina serialises the ``__init__`` of executors of the same class on one machine with a file lock
+    in ``~/.cache/jina/locks`` and waits for it without a timeout; clipseek serve runs one process per
+    executor, so that lock only ever made a start wait for a process left over from another run."""
+    import jina.serve.executors as executors
 
-    jina serialises the ``__init__`` of executors of the same class on one machine with a file lock
-    in ``~/.cache/jina/locks`` and waits for it without a timeout. clipseek serve runs one of each,
-    so that lock only ever made a start wait for a process left over from another run."""
-    from jina.serve.executors import decorators
-
-    folder = tempfile.mkdtemp(prefix="clipseek-jina-locks-")
-    decorators._get_locks_root = lambda: __import__("pathlib").Path(folder)
-    return folder
+    executors.avoid_concurrent_lock_cls = lambda cls: (lambda init: init)
 
 
 def main(argv: list[str] | None = None) -> int:
     import multiprocessing
-    import shutil
 
     from jina.jaml import JAML
     from jina.parsers import set_pod_parser
@@ -112,14 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     args.port_monitoring = args.port_monitoring[0]
     if uses_with:
         args.uses_with = json.loads(uses_with)
-    locks = use_private_start_lock()
-    ready, shutdown = multiprocessing.Event(), multiprocessing.Event()
-    try:
-        run(name=args.name, args=args, runtime_cls=args.runtime_cls, envs={}, is_started=multiprocessing.Event(),
-            is_signal_handlers_installed=multiprocessing.Event(), is_shutdown=shutdown, is_ready=ready,
-            jaml_classes=JAML.registered_classes())
-    finally:
-        shutil.rmtree(locks, ignore_errors=True)
+    skip_jina_start_lock()
+    ready = multiprocessing.Event()
+    run(name=args.name, args=args, runtime_cls=args.runtime_cls, envs={}, is_started=multiprocessing.Event(),
+        is_signal_handlers_installed=multiprocessing.Event(), is_shutdown=multiprocessing.Event(), is_ready=ready,
+        jaml_classes=JAML.registered_classes())
     if not ready.is_set():
         print(f"{args.name}: the executor failed to start (see the error above)", file=sys.stderr, flush=True)
         return EXIT_START_FAILED
