@@ -188,7 +188,7 @@ def engine_stages(settings: ServeSettings, overrides: dict[str, Any] | None = No
         target = f"grpc://{EXECUTOR_HOST}:{port}"
         stage.append(ProcessSpec(name, argv, lambda target=target: check_health(target, 1.0) is None, dict(quiet)))
     host = settings.host
-    probe_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
     gateway = [sys.executable, "-m", "clipseek.gateway", "--host", host, "--protocol", "GRPC", "HTTP",
                "--port", str(settings.grpc_port), str(settings.http_port),
                "--graph-description", json.dumps(linear_graph(list(ports))),
