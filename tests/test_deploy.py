@@ -14,6 +14,7 @@ import dataclasses
 import http.server
 import importlib.util
 import json
+import os
 import re
 import shutil
 import socket
@@ -26,7 +27,8 @@ import pytest
 import yaml
 from conftest import free_port
 
-from clipseek.engine import deploy
+from clipseek.engine import deploy, health
+from clipseek.engine.gateway import gateway_args
 from clipseek.engine.serve import ServeSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,7 +108,8 @@ def test_every_executor_of_the_flow_has_a_compose_service_running_it():
 def test_the_gateway_routes_the_flow_chain_to_the_compose_services():
     services = compose()["services"]
     command = services["gateway"]["command"]
-    assert command[:2] == ["jina", "gateway"]
+    assert command[:3] == ["python", "-m", "clipseek.engine.gateway"]  # clipseek's gateway: API key, whole requests
+    assert gateway_args(command[3:]).uses == "ClipseekGateway"  # its options are jina gateway's
     names = [e["name"] for e in flow_executors()]
     chain = ["start-gateway", *names, "end-gateway"]
     routes = {a: [b] for a, b in zip(chain[:-1], chain[1:], strict=True)}
@@ -145,7 +148,19 @@ def test_every_clipseek_variable_given_to_a_service_is_one_of_its_settings():
         assert not missing, f"{executor}: settings compose does not pass through: {missing}"
     web = {k for k in services["web"]["environment"] if k.startswith("CLIPSEEK_")}
     assert web == web_setting_names() | {"CLIPSEEK_ADDRESS"}  # clipseek.api.client reads CLIPSEEK_ADDRESS too
-    assert not [k for k in services["gateway"]["environment"] if k.startswith("CLIPSEEK_")]
+    gateway = {k for k in services["gateway"]["environment"] if k.startswith("CLIPSEEK_")}
+    assert gateway == {"CLIPSEEK_API_KEY"} and gateway <= env_names(ServeSettings)
+
+
+def test_compose_requires_an_api_key_and_gives_it_to_the_gateway_and_the_page():
+    services = compose()["services"]
+    for name in ("gateway", "web"):
+        assert services[name]["environment"]["CLIPSEEK_API_KEY"].startswith("${CLIPSEEK_API_KEY:?"), name
+    for name in ("video-loader", "image-encoder", "text-encoder", "indexer"):
+        assert "CLIPSEEK_API_KEY" not in services[name]["environment"], name  # executors never see it
+        assert "ports" not in services[name], name  # reachable on the compose network only
+    assert option(services["gateway"]["command"], "--host") == ["0.0.0.0"]  # in its container; `ports` decides
+    assert all(p.startswith("${CLIPSEEK_BIND_ADDRESS:-127.0.0.1}:") for p in services["gateway"]["ports"])
 
 
 def test_every_clipseek_variable_compose_reads_on_the_host_is_a_setting_or_documented():
@@ -194,7 +209,7 @@ def test_every_service_has_a_healthcheck_on_its_own_port_and_a_restart_policy():
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         test = service["healthcheck"]["test"]
-        assert test[:5] == ["CMD", "python", "-m", "clipseek.engine.deploy", "health"], (name, test)
+        assert test[:4] == ["CMD", "python", "-m", "clipseek.engine.health"], (name, test)
         target = test[5]
         if service["command"][:2] == ["jina", "executor"]:
             assert target == f"grpc://127.0.0.1:{option(service['command'], '--port')[0]}", name
@@ -251,16 +266,21 @@ def test_the_dockerignore_lets_in_what_the_dockerfiles_copy_and_nothing_else():
                 assert (REPO / source).exists(), source
 
 
-def test_docker_compose_accepts_the_files():
+def test_docker_compose_accepts_the_files_and_refuses_to_run_without_an_api_key():
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose not installed (apt-get install -y docker-compose)")
+    environ = {k: v for k, v in os.environ.items() if k != "CLIPSEEK_API_KEY"}
     for files in ([COMPOSE], [COMPOSE, COMPOSE_GPU]):
         argv = [binary, "--project-directory", str(REPO)]
         for path in files:
             argv += ["-f", str(path)]
-        result = subprocess.run([*argv, "config", "--quiet"], capture_output=True, text=True)
+        result = subprocess.run([*argv, "config", "--quiet"], capture_output=True, text=True,
+                                env={**environ, "CLIPSEEK_API_KEY": "k"})
         assert result.returncode == 0, result.stderr
+    refused = subprocess.run([binary, "--project-directory", str(REPO), "-f", str(COMPOSE), "config", "--quiet"],
+                             capture_output=True, text=True, env=environ)
+    assert refused.returncode != 0 and "set CLIPSEEK_API_KEY in .env" in refused.stderr
 
 
 def test_hadolint_finds_nothing_in_the_dockerfiles():
@@ -274,10 +294,10 @@ def test_hadolint_finds_nothing_in_the_dockerfiles():
 # -- the health check the containers run -------------------------------------------------------------------
 def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     closed = free_port()
-    assert "127.0.0.1" in deploy.check_health(f"http://127.0.0.1:{closed}/", timeout_s=2)
-    assert "UNAVAILABLE" in deploy.check_health(f"grpc://127.0.0.1:{closed}", timeout_s=2)
+    assert "127.0.0.1" in health.check_health(f"http://127.0.0.1:{closed}/", timeout_s=2)
+    assert "UNAVAILABLE" in health.check_health(f"grpc://127.0.0.1:{closed}", timeout_s=2)
     with pytest.raises(ValueError, match="grpc://"):
-        deploy.check_health("tcp://127.0.0.1:1")
+        health.check_health("tcp://127.0.0.1:1")
 
     class Ok(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (the http.server name)
@@ -290,7 +310,7 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert deploy.check_health(f"http://127.0.0.1:{server.server_port}/") is None
+        assert health.check_health(f"http://127.0.0.1:{server.server_port}/") is None
     finally:
         server.shutdown()
 
@@ -304,7 +324,7 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
     try:
-        assert deploy.check_health(f"grpc://127.0.0.1:{port}") is None
+        assert health.check_health(f"grpc://127.0.0.1:{port}") is None
         assert deploy.main(["health", f"grpc://127.0.0.1:{port}"]) == 0
     finally:
         grpc_server.stop(0)
@@ -379,7 +399,7 @@ def test_each_executor_pod_runs_its_service_from_the_repo_with_its_settings(scal
         assert pod["securityContext"]["runAsNonRoot"] is True
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             command = container(workload)[probe]["exec"]["command"]
-            assert command[:4] == ["python", "-m", "clipseek.engine.deploy", "health"]
+            assert command[:3] == ["python", "-m", "clipseek.engine.health"]
 
 
 def test_the_encoders_are_replicated_and_get_a_gpu(scaled_manifests):
@@ -430,6 +450,44 @@ def test_services_select_pods_on_ports_they_listen_on(scaled_manifests):
         assert service in services and int(port) == services[service]["spec"]["ports"][0]["port"], executor
 
 
+def test_the_gateway_pod_runs_clipseeks_gateway_with_the_key_from_a_secret(scaled_manifests):
+    gateway = container(workloads(scaled_manifests)["gateway"])
+    assert gateway["command"] == ["python", "-m", "clipseek.engine.gateway"]
+    assert gateway_args(gateway["args"]).uses == "ClipseekGateway"  # jina's export's arguments still parse
+    [key] = [e for e in gateway["env"] if e["name"] == "CLIPSEEK_API_KEY"]
+    ref = key["valueFrom"]["secretKeyRef"]
+    [secret] = [d for d in all_docs(scaled_manifests) if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == ref["name"] and len(secret["stringData"][ref["key"]]) >= 32
+    for name, workload in workloads(scaled_manifests).items():
+        if name != "gateway":
+            assert "CLIPSEEK_API_KEY" not in yaml.safe_dump(workload), name
+    # readiness: every executor answers (GET /); liveness: the gateway's own gRPC health
+    assert gateway["readinessProbe"]["exec"]["command"][-1] == f"http://127.0.0.1:{ServeSettings().http_port}/"
+    assert gateway["livenessProbe"]["exec"]["command"][-1] == f"grpc://127.0.0.1:{ServeSettings().grpc_port}"
+
+
+def test_a_given_api_key_is_used_and_a_new_random_one_otherwise():
+    fixed = deploy._api_key_secret(deploy.K8sOptions(api_key="my-key"))
+    assert fixed["stringData"][deploy.API_KEY_FIELD] == "my-key"
+    one, two = (deploy._api_key_secret(deploy.K8sOptions())["stringData"][deploy.API_KEY_FIELD] for _ in range(2))
+    assert one != two
+
+
+def test_only_the_gateway_and_the_shard_heads_may_connect_to_the_executors(scaled_manifests):
+    [policy] = [d for d in all_docs(scaled_manifests) if d["kind"] == "NetworkPolicy"]
+
+    def selected(selector: dict, labels: dict) -> bool:
+        return all(labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"])
+
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    for name, workload in workloads(scaled_manifests).items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        protected = selected(policy["spec"]["podSelector"], labels)
+        assert protected == (labels["pod_type"] != "GATEWAY"), name
+        assert selected(source["podSelector"], labels) == (labels["pod_type"] in ("GATEWAY", "HEAD")), name
+
+
 def test_the_manifests_pass_the_kubernetes_schemas(scaled_manifests):
     validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     for doc in all_docs(scaled_manifests):
@@ -450,3 +508,14 @@ def test_clipseek_deploy_k8s_writes_the_default_manifests(tmp_path):
 
     bad = parser.parse_args(["deploy", "k8s", str(tmp_path / "bad"), "--indexer-shards", "0"])
     assert deploy.cmd_deploy(bad) == 2
+
+
+def test_clipseek_serve_knows_the_folder_defaults_of_the_loader_and_the_indexer():
+    """clipseek serve adds <workspace>/uploads to the loader's media roots: it must resolve both settings
+    as the services do."""
+    from clipseek.engine.serve import EngineFolders
+    from clipseek.media.roots import DEFAULT_WORKSPACE
+
+    loader, indexer = service_settings("video_loader")(), service_settings("indexer")()
+    assert EngineFolders().media_roots == loader.media_roots
+    assert EngineFolders().workspace == indexer.workspace == DEFAULT_WORKSPACE

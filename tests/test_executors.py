@@ -208,3 +208,15 @@ def test_every_indexer_answer_is_durable_and_a_delete_cancels_ranges_planned_bef
     assert send(indexer, 0.0, None, again.generation).already_indexed
     indexer.close()
     assert on_disk() == f"[('{first.video_id}', True)]"
+
+
+def test_the_pass_through_is_async_so_it_never_waits_behind_the_executors_own_work():
+    """jina runs a synchronous handler under a lock of the executor (one at a time) and an async one
+    outside it: a request passing through the video loader under a plain jina gateway does not wait
+    for the range the loader is decoding. (clipseek's gateway does not even send it there.)"""
+    import inspect
+
+    from clipseek.engine.executor import ClipseekExecutor
+
+    assert inspect.iscoroutinefunction(ClipseekExecutor.pass_through)
+    assert "/default" in ClipseekExecutor.requests_by_class["ClipseekExecutor"]

@@ -68,7 +68,7 @@ ALLOWED = {
     "engine": {"base", "engine", "clipseek.media", "clipseek.model", "clipseek.index", "clipseek.demo"},
     "api": {"base", "api", "engine", "clipseek.media", "clipseek.model", "clipseek.index", "clipseek.demo"},
     "services": {"base", "engine", "clipseek.media", "clipseek.model", "clipseek.index", "clipseek.demo"},
-    "web": {"base", "api", "web", "clipseek.media", "clipseek.demo"},  # the page cuts clips and checks uploads itself
+    "web": {"base", "api", "web", "clipseek.media", "clipseek.demo"},  # it cuts clips and checks uploads itself
 }
 
 

@@ -26,7 +26,7 @@ from clipseek.demo import MODEL_NAME as DEMO_MODEL_NAME
 from clipseek.demo.vocab import COLOURS, SHAPES
 from clipseek.docs import Segment, VideoDoc
 from clipseek.errors import ClipseekError, FlowUnavailableError, MediaPathError, QueryError
-from clipseek.media.roots import VIDEO_EXTENSIONS
+from clipseek.media.roots import DEFAULT_WORKSPACE, VIDEO_EXTENSIONS
 from clipseek.settings import load_settings
 
 PAGE_DIR = str(Path(__file__).resolve().parent)
@@ -46,8 +46,10 @@ class WebSettings:
     """The page's settings; each is overridden by the environment variable ``CLIPSEEK_<NAME>``."""
 
     address: str = DEFAULT_ADDRESS  # the Flow's gateway, http://host:port or grpc://host:port
+    api_key: str = ""  # the Flow's CLIPSEEK_API_KEY, when it has one
     media_roots: list[str] = field(default_factory=list)  # the Flow's media folders, as this machine sees them
-    upload_dir: str = ""  # where uploads are stored, inside a media folder; empty = <first media folder>/uploads
+    workspace: str = DEFAULT_WORKSPACE  # the Flow's workspace, whose uploads/ folder clipseek serve reads
+    upload_dir: str = ""  # where uploads go; empty = <first media folder>/uploads, or <workspace>/uploads
     upload_max_mb: int = 2048  # largest file one upload may be
     player_max_mb: int = 200  # larger originals (and non-browser formats) are played as a cut clip
     thumbnail_width_px: int = 320  # width of the result thumbnails
@@ -70,13 +72,13 @@ class SearchResult:
 # -- cached resources -------------------------------------------------------------------------------
 
 @st.cache_resource(show_spinner=False)
-def get_client(address: str) -> ClipseekClient:
-    return ClipseekClient(address)
+def get_client(address: str, api_key: str) -> ClipseekClient:
+    return ClipseekClient(address, api_key=api_key)
 
 
 @st.cache_data(show_spinner=False, max_entries=2000, ttl=3600)
-def get_thumbnail(address: str, video: str, time_s: float, width_px: int) -> bytes:
-    return get_client(address).thumbnail(video, time_s, width_px)
+def get_thumbnail(address: str, api_key: str, video: str, time_s: float, width_px: int) -> bytes:
+    return get_client(address, api_key).thumbnail(video, time_s, width_px)
 
 
 def clip_folder() -> clips.ClipFolder:
@@ -243,7 +245,7 @@ def card_ui(rank: int, segment: Segment, name: str, address: str, settings: WebS
         if playing:
             player_ui(segment, settings)
         else:
-            thumbnail_ui(segment, address, settings.thumbnail_width_px)
+            thumbnail_ui(segment, address, settings.api_key, settings.thumbnail_width_px)
         st.markdown(f"**{rank}. {escape_md(name)}**  \n`{clips.clip_label(segment.start_s, segment.end_s)}`")
         st.caption(f"{segment.end_s - segment.start_s:.1f} s · score {segment.score:.3f} · "
                    f"best frame {format_time(segment.thumbnail_s)}")
@@ -266,9 +268,9 @@ def _toggle_playing(key: str) -> None:
     st.session_state["playing"] = None if st.session_state.get("playing") == key else key
 
 
-def thumbnail_ui(segment: Segment, address: str, width_px: int) -> None:
+def thumbnail_ui(segment: Segment, address: str, api_key: str, width_px: int) -> None:
     try:
-        jpeg = get_thumbnail(address, segment.video, segment.thumbnail_s, width_px)
+        jpeg = get_thumbnail(address, api_key, segment.video, segment.thumbnail_s, width_px)
     except ClipseekError as exc:
         st.caption(f"No thumbnail: {exc}")
         return
@@ -403,10 +405,11 @@ def upload_form_ui(settings: WebSettings) -> list:
     """Returns the uploaded files once, when the form is submitted (the form then clears them)."""
     st.markdown("#### Upload videos")
     try:
-        folder = uploads.upload_folder(settings.upload_dir, settings.media_roots)
+        folder = uploads.upload_folder(settings.upload_dir, settings.media_roots, settings.workspace)
     except MediaPathError as exc:
-        st.info(f"Uploads are off: {exc}. Set CLIPSEEK_MEDIA_ROOTS (the Flow's media folders) for the page, "
-                f"and CLIPSEEK_UPLOAD_DIR to a folder inside one of them.", icon=":material/folder_off:")
+        st.info(f"Uploads are off: {exc}. Leave CLIPSEEK_UPLOAD_DIR unset (uploads then go to the Flow's "
+                f"<workspace>/uploads), or set it to a folder inside CLIPSEEK_MEDIA_ROOTS.",
+                icon=":material/folder_off:")
         return []
     limit_mb = upload_limit_mb(settings)
     note = ""
@@ -439,7 +442,7 @@ def folder_form_ui() -> tuple[str, bool] | None:
 
 
 def store_uploads(files: list, settings: WebSettings) -> tuple[list[uploads.StoredUpload], list[IndexOutcome]]:
-    folder = uploads.upload_folder(settings.upload_dir, settings.media_roots)
+    folder = uploads.upload_folder(settings.upload_dir, settings.media_roots, settings.workspace)
     stored: list[uploads.StoredUpload] = []
     failed: list[IndexOutcome] = []
     with st.spinner(f"Storing {len(files)} upload{'s' if len(files) != 1 else ''}…"):
@@ -494,6 +497,9 @@ def last_index_ui() -> None:
 
 
 def main() -> None:
+    # Users do not need Streamlit's developer toolbar (the "Deploy" button, rerun, clear cache); also set in
+    # .streamlit/config.toml, which takes effect before the first page is drawn.
+    st.set_option("client.toolbarMode", "viewer")
     st.set_page_config(page_title="clipseek", page_icon=":material/movie:", layout="wide")
     try:
         settings = load_settings(WebSettings)
@@ -501,7 +507,7 @@ def main() -> None:
         st.error(f"A setting of the page is wrong: {exc}", icon=":material/error:")
         return
     address = sidebar_ui(settings)
-    client = get_client(address)
+    client = get_client(address, settings.api_key)
     videos = connect_ui(client)
     if videos is None:
         return

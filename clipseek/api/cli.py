@@ -13,13 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from clipseek.api.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient, default_address
+from clipseek.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.engine.deploy import add_deploy_parser, cmd_deploy
-from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
+from clipseek.errors import AuthenticationError, ClipseekError, FlowUnavailableError, QueryError
+
+if TYPE_CHECKING:  # clipseek.api.client imports docarray (and torch): not for `clipseek serve`
+    from clipseek.api.client import ClipseekClient, IndexReport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -52,17 +57,28 @@ def _local_path(path: str) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from clipseek.engine.serve import ServeSettings, build_flow
+    from clipseek.engine.serve import ServeSettings, serve
     from clipseek.settings import load_settings
 
-    settings = load_settings(ServeSettings, {"grpc_port": args.grpc_port, "http_port": args.http_port,
-                                             "flow": args.flow})
-    flow = build_flow(settings)
-    with flow:
-        print(f"clipseek is serving: gRPC on port {settings.grpc_port}, HTTP on port {settings.http_port} "
-              f"(API docs at http://127.0.0.1:{settings.http_port}/docs). Ctrl-C stops it.", flush=True)
-        flow.block()
-    return EXIT_OK
+    try:
+        settings = load_settings(ServeSettings, {"grpc_port": args.grpc_port, "http_port": args.http_port,
+                                                 "flow": args.flow, "host": args.host})
+    except ValueError as exc:
+        print(f"clipseek serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    local = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else shown
+
+    def announce() -> None:
+        key = "required (CLIPSEEK_API_KEY)" if settings.api_key else "none"
+        print(f"clipseek is serving on {shown}: gRPC port {settings.grpc_port}, HTTP port {settings.http_port} "
+              f"(API docs at http://{local}:{settings.http_port}/docs; API key: {key}). Ctrl-C stops it.",
+              flush=True)
+
+    code = serve(settings, on_ready=announce)
+    if code != EXIT_OK:
+        print("clipseek serve: stopped with an error (see above)", file=sys.stderr)
+    return code
 
 
 def cmd_index(args: argparse.Namespace, client: ClipseekClient) -> int:
@@ -85,14 +101,25 @@ def cmd_index(args: argparse.Namespace, client: ClipseekClient) -> int:
             line += f" ({format_time(outcome.duration_s)}, {outcome.num_shots} shots, {outcome.num_frames} frames)"
         bar.write(line, file=sys.stdout)
 
-    if args.chunk_s <= 0 or args.in_flight < 1:
-        raise QueryError("--chunk-s must be > 0 and --in-flight at least 1")
-    report = client.index([_local_path(p) for p in args.paths], force=args.force, chunk_s=args.chunk_s,
-                          on_progress=on_progress, on_file=on_file, in_flight=args.in_flight)
+    if not (math.isfinite(args.chunk_s) and args.chunk_s > 0) or args.in_flight < 1:
+        raise QueryError(f"--chunk-s must be a number of seconds > 0 (got {args.chunk_s}) and --in-flight "
+                         f"at least 1 (got {args.in_flight})")
+    try:
+        report = client.index([_local_path(p) for p in args.paths], force=args.force, chunk_s=args.chunk_s,
+                              on_progress=on_progress, on_file=on_file, in_flight=args.in_flight)
+    except (FlowUnavailableError, AuthenticationError) as exc:  # every file was still reported
+        bar.close()
+        _print_counts(getattr(exc, "report", None))
+        raise
     bar.close()
-    counts = {s: sum(1 for o in report.outcomes if o.status == s) for s in ("indexed", "unchanged", "failed")}
-    print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, {counts['failed']} failed")
+    _print_counts(report)
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _print_counts(report: IndexReport | None) -> None:
+    if report is not None:
+        counts = report.counts()
+        print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, {counts['failed']} failed", flush=True)
 
 
 def cmd_search(args: argparse.Namespace, client: ClipseekClient) -> int:
@@ -142,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=None, help="default $CLIPSEEK_GRPC_PORT or 51000")
     serve.add_argument("--http-port", type=int, default=None, help="default $CLIPSEEK_HTTP_PORT or 51001")
     serve.add_argument("--flow", default=None, help="flow.yml to serve (default: the checkout's)")
+    serve.add_argument("--host", default=None,
+                       help="where the gateway listens (default $CLIPSEEK_HOST or 127.0.0.1: this machine only; "
+                            "0.0.0.0 exposes it to the network: set CLIPSEEK_API_KEY then)")
 
     index = sub.add_parser("index", help="index video files and folders (recursively)")
     index.add_argument("paths", nargs="+", metavar="PATH")
@@ -176,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_serve(args)
     if args.command == "deploy":
         return cmd_deploy(args)
+    from clipseek.api.client import ClipseekClient
+
     client = ClipseekClient(args.address)
     handler = {"index": cmd_index, "search": cmd_search, "videos": cmd_videos, "delete": cmd_delete}[args.command]
     try:

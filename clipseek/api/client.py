@@ -1,13 +1,18 @@
-"""Talking to a running clipseek Flow, over HTTP (plain httpx, no jina needed) or gRPC (jina's client).
+"""Talking to a running clipseek Flow, over HTTP (plain httpx, no jina needed) or gRPC.
 
 The CLI and the web page both use this module, so indexing a library (probe, skip what is
 already indexed, split long videos into time ranges) behaves the same everywhere.
+
+Every document sent gets its answer or an error: requests carry at most MAX_DOCS_PER_REQUEST
+documents (larger inputs are sent in several), and an endpoint that answers each document with one
+(``/index``, ``/search``, ``/delete``, ``/thumbnail``) must answer as many as it was sent. The API key
+(``CLIPSEEK_API_KEY``) goes in the ``Authorization`` header (HTTP) or metadata (gRPC).
 """
 
 from __future__ import annotations
 
 import math
-import os
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -16,18 +21,48 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from docarray import DocList
+from docarray import BaseDoc, DocList
+from pydantic import ValidationError
 
+from clipseek.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported from here by the page)
+    DEFAULT_ADDRESS,
+    DEFAULT_CHUNK_S,
+    DEFAULT_IN_FLIGHT,
+    MAX_DOCS_PER_REQUEST,
+    default_address,
+    default_api_key,
+)
 from clipseek.docs import Query, Segment, Thumbnail, VideoDoc
-from clipseek.errors import ClipseekError, FlowUnavailableError, QueryError
+from clipseek.errors import (
+    AuthenticationError,
+    ClipseekError,
+    FlowUnavailableError,
+    QueryError,
+    ServiceUnavailableError,
+)
 
-DEFAULT_ADDRESS = "http://127.0.0.1:51001"
-DEFAULT_CHUNK_S = 120.0  # seconds of video per /index request
-DEFAULT_IN_FLIGHT = 2  # /index requests under way at once: the loader decodes one while the encoder embeds the other
+ONE_ANSWER_EACH = frozenset({"/index", "/search", "/delete", "/thumbnail"})  # /probe expands folders
+SERVICE_HEADER = "x-clipseek-service"  # clipseek's gateway names the service that is down (HTTP 503)
+_GRPC_METHOD = "/jina.JinaSingleDataRequestRPC/process_single_data"
+_JINA_DEPLOYMENT = re.compile(r"deployment `?(\w+)")
 
 
-def default_address() -> str:
-    return os.environ.get("CLIPSEEK_ADDRESS", DEFAULT_ADDRESS)
+def validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``top_k: Input should be ... , got 2147483648``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ())) or "request"
+        given = repr(error.get("input"))
+        parts.append(f"{where}: {error.get('msg', 'invalid')}, got {given[:60]}")
+    return "; ".join(parts)
+
+
+def make_doc(doc_type: type[BaseDoc], **fields: Any) -> Any:
+    """A document of ``doc_type``; raises QueryError (not pydantic's ValidationError) for a bad value."""
+    try:
+        return doc_type(**fields)
+    except ValidationError as exc:
+        raise QueryError(validation_message(exc)) from None
 
 
 @dataclass
@@ -51,10 +86,15 @@ class IndexReport:
     def failed(self) -> list[IndexOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for o in self.outcomes if o.status == s) for s in ("indexed", "unchanged", "failed")}
+
 
 def plan_ranges(duration_s: float, chunk_s: float) -> list[tuple[float, float | None]]:
     """Split [0, duration) into time ranges of at most ``chunk_s`` (the last ends at the video's end)."""
-    if duration_s <= 0 or duration_s <= chunk_s:
+    if not (math.isfinite(chunk_s) and chunk_s > 0):
+        raise QueryError(f"the range length must be a number of seconds > 0, got {chunk_s}")
+    if not math.isfinite(duration_s) or duration_s <= 0 or duration_s <= chunk_s:
         return [(0.0, None)]
     count = math.ceil(duration_s / chunk_s)
     step = duration_s / count
@@ -62,30 +102,45 @@ def plan_ranges(duration_s: float, chunk_s: float) -> list[tuple[float, float | 
 
 
 class ClipseekClient:
-    """``address``: ``http://host:port`` (the gateway's HTTP port) or ``grpc://host:port``."""
+    """``address``: ``http://host:port`` (the gateway's HTTP port) or ``grpc://host:port``;
+    ``api_key``: the Flow's CLIPSEEK_API_KEY (default: this environment's)."""
 
-    def __init__(self, address: str | None = None, timeout_s: float = 30.0, index_timeout_s: float = 1800.0):
+    def __init__(self, address: str | None = None, timeout_s: float = 30.0, index_timeout_s: float = 1800.0,
+                 api_key: str | None = None):
         self.address = (address or default_address()).rstrip("/")
         self.timeout_s = timeout_s  # searches, listings, thumbnails: a hung Flow is reported quickly
         self.index_timeout_s = index_timeout_s  # /index and /probe decode or hash whole files
+        self.api_key = default_api_key() if api_key is None else api_key
         self.protocol = "grpc" if self.address.startswith("grpc://") else "http"
         if self.protocol == "http" and "://" not in self.address:
             self.address = "http://" + self.address
-        self._http = httpx.Client(timeout=timeout_s) if self.protocol == "http" else None
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._http = httpx.Client(timeout=timeout_s, headers=headers) if self.protocol == "http" else None
         self._long = {"/index", "/probe"}
-        self._local = threading.local()  # one jina gRPC client per thread (index() sends from a pool)
+        self._grpc_call: Any = None
+        self._grpc_lock = threading.Lock()
 
     # -- transport ---------------------------------------------------------------------------
     def _post(self, endpoint: str, docs: DocList, doc_type: type) -> DocList:
-        if self.protocol == "http":
-            return self._post_http(endpoint, docs, doc_type)
-        return self._post_grpc(endpoint, docs, doc_type)
+        """Send ``docs`` in requests of at most MAX_DOCS_PER_REQUEST; every answer, in order."""
+        answers: list = []
+        for at in range(0, len(docs), MAX_DOCS_PER_REQUEST):
+            batch = DocList[doc_type](docs[at:at + MAX_DOCS_PER_REQUEST])
+            got = (self._post_http if self.protocol == "http" else self._post_grpc)(endpoint, batch, doc_type)
+            if endpoint in ONE_ANSWER_EACH and len(got) != len(batch):
+                raise ClipseekError(f"{endpoint} at {self.address} answered {len(got)} of the {len(batch)} "
+                                    f"documents sent")
+            answers.extend(got)
+        return DocList[doc_type](answers)
 
-    def _post_http(self, endpoint: str, docs: DocList, doc_type: type) -> DocList:
+    def _timeout(self, endpoint: str) -> float:
+        return self.index_timeout_s if endpoint in self._long else self.timeout_s
+
+    def _post_http(self, endpoint: str, docs: DocList, doc_type: type) -> list:
         payload = {"data": [doc.model_dump(exclude={"id"}) for doc in docs]}
         try:
-            timeout = self.index_timeout_s if endpoint in self._long else self.timeout_s
-            response = self._http.post(f"{self.address}{endpoint}", json=_jsonable(payload), timeout=timeout)
+            response = self._http.post(f"{self.address}{endpoint}", json=_jsonable(payload),
+                                       timeout=self._timeout(endpoint))
         except httpx.TimeoutException:
             raise ClipseekError(f"{endpoint} at {self.address} did not answer in time") from None
         except httpx.TransportError as exc:
@@ -93,31 +148,93 @@ class ClipseekClient:
                 f"cannot reach the clipseek Flow at {self.address} ({exc.__class__.__name__}); "
                 f"start it with `clipseek serve` or set CLIPSEEK_ADDRESS") from None
         if response.status_code != 200:
-            raise ClipseekError(f"{endpoint} failed at {self.address}: HTTP {response.status_code} "
-                                f"{response.text[:300]}")
+            raise self._http_error(endpoint, response)
         body = response.json()
         status = (body.get("header") or {}).get("status") or {}
         if status.get("code") == "ERROR" or status.get("code") == 1:
             raise ClipseekError(f"{endpoint} failed in the Flow: {status.get('description', status)}")
-        return DocList[doc_type]([doc_type.model_validate(item) for item in body.get("data") or []])
-
-    def _post_grpc(self, endpoint: str, docs: DocList, doc_type: type) -> DocList:
-        from jina import Client
-        from jina.excepts import BadServer, BadServerFlow
-
-        client = getattr(self._local, "grpc", None)
-        if client is None:
-            host, _, port = self.address.removeprefix("grpc://").rpartition(":")
-            client = self._local.grpc = Client(host=host or "127.0.0.1", port=int(port), protocol="grpc")
         try:
-            timeout = self.index_timeout_s if endpoint in self._long else self.timeout_s
-            return client.post(endpoint, docs, return_type=DocList[doc_type], timeout=timeout)
-        except (ConnectionError, BadServerFlow) as exc:
-            raise FlowUnavailableError(f"cannot reach the clipseek Flow at {self.address}: {exc}") from None
-        except BadServer as exc:
-            raise ClipseekError(f"{endpoint} failed in the Flow: {exc}") from None
+            return [doc_type.model_validate(item) for item in body.get("data") or []]
+        except ValidationError as exc:
+            raise ClipseekError(f"{endpoint} at {self.address} answered with a bad document: "
+                                f"{validation_message(exc)}") from None
+
+    def _http_error(self, endpoint: str, response: httpx.Response) -> ClipseekError:
+        try:
+            detail = response.json().get("detail", "")
+        except ValueError:
+            detail = ""
+        detail = str(detail or response.text)[:500]
+        code = response.status_code
+        if code == 401:
+            return AuthenticationError(f"the clipseek Flow at {self.address} refused {endpoint}: {detail}")
+        if code in (400, 413, 422):
+            return QueryError(f"{endpoint}: the Flow refused the request: {detail}")
+        if code == 503:
+            service = response.headers.get(SERVICE_HEADER, "")
+            return ServiceUnavailableError(f"{endpoint} at {self.address}: {detail}", service)
+        return ClipseekError(f"{endpoint} failed at {self.address}: HTTP {code} {detail}")
+
+    def _grpc(self) -> Any:
+        with self._grpc_lock:
+            if self._grpc_call is None:
+                import grpc
+                from jina.proto import serializer
+
+                target = self.address.removeprefix("grpc://")
+                channel = grpc.insecure_channel(target, options=[
+                    ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),
+                    ("grpc.enable_http_proxy", 0)])
+                self._grpc_call = channel.unary_unary(
+                    _GRPC_METHOD, request_serializer=serializer.DataRequestProto.SerializeToString)
+            return self._grpc_call
+
+    def _post_grpc(self, endpoint: str, docs: DocList, doc_type: type) -> list:
+        """One request to the gateway's ``process_single_data`` (the answer is read as bytes: jina's
+        own decoder fails on the answer of a call that ended in an error)."""
+        import grpc
+        from jina.proto import serializer
+        from jina.types.request.data import DataRequest
+
+        call = self._grpc()
+        request = DataRequest()
+        request.header.exec_endpoint = endpoint
+        request.data.docs = docs
+        metadata = (("authorization", f"Bearer {self.api_key}"),) if self.api_key else None
+        try:
+            raw = call(request, timeout=self._timeout(endpoint), metadata=metadata)
+        except grpc.RpcError as exc:
+            raise self._grpc_error(endpoint, exc) from None
+        response = serializer.DataRequestProto.FromString(raw)
+        status = response.header.status
+        if status.code == status.ERROR:
+            where = status.exception.executor or "the Flow"
+            message = status.description.strip().splitlines()
+            if status.exception.name == "ValidationError":
+                raise QueryError(f"{endpoint}: {where} refused the request: {' '.join(message[:3])}")
+            raise ClipseekError(f"{endpoint} failed in {where}: {' '.join(message[:3])}")
+        response.document_array_cls = DocList[doc_type]
+        return list(response.data.docs)
+
+    def _grpc_error(self, endpoint: str, exc: Any) -> ClipseekError:
+        import grpc
+
+        code, details = exc.code(), (exc.details() or "")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return AuthenticationError(f"the clipseek Flow at {self.address} refused {endpoint}: {details}")
+        if code == grpc.StatusCode.UNAVAILABLE:
+            service = _JINA_DEPLOYMENT.search(details)
+            if service:
+                return ServiceUnavailableError(f"{endpoint} at {self.address}: the {service.group(1)} service "
+                                               f"is down ({details.split(' |')[0]})", service.group(1))
+            return FlowUnavailableError(f"cannot reach the clipseek Flow at {self.address} ({details}); "
+                                        f"start it with `clipseek serve` or set CLIPSEEK_ADDRESS")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ClipseekError(f"{endpoint} at {self.address} did not answer in time")
+        return ClipseekError(f"{endpoint} failed at {self.address}: {code.name} {details}")
 
     def is_ready(self) -> bool:
+        """Whether the Flow answers and every one of its services is up (HTTP: its readiness check)."""
         if self.protocol == "http":
             try:
                 return self._http.get(f"{self.address}/", timeout=3).status_code == 200
@@ -132,10 +249,8 @@ class ClipseekClient:
     # -- API ---------------------------------------------------------------------------------
     def search(self, text: str, top_k: int = 10, videos: Iterable[str] = ()) -> list[Segment]:
         """Ranked clips for ``text``; raises QueryError for a bad query (empty text, bad top_k, ...)."""
-        query = Query(text=text, top_k=top_k, video_ids=list(videos))
+        query = make_doc(Query, text=text, top_k=top_k, video_ids=list(videos))
         result = self._post("/search", DocList[Query]([query]), Query)
-        if not result:
-            raise ClipseekError("/search returned nothing")
         if result[0].error:
             raise QueryError(result[0].error)
         return list(result[0].segments)
@@ -144,20 +259,20 @@ class ClipseekClient:
         return list(self._post("/videos", DocList[VideoDoc]([VideoDoc()]), VideoDoc))
 
     def delete(self, video: str) -> VideoDoc:
-        result = self._post("/delete", DocList[VideoDoc]([VideoDoc(uri=video)]), VideoDoc)[0]
+        result = self._post("/delete", DocList[VideoDoc]([make_doc(VideoDoc, uri=video)]), VideoDoc)[0]
         if result.error:
             raise ClipseekError(result.error)
         return result
 
     def probe(self, paths: Iterable[str], force: bool = False) -> list[VideoDoc]:
-        docs = DocList[VideoDoc]([VideoDoc(uri=str(p), force=force) for p in paths])
+        docs = DocList[VideoDoc]([make_doc(VideoDoc, uri=str(p), force=force) for p in paths])
         return list(self._post("/probe", docs, VideoDoc)) if docs else []
 
     def thumbnail(self, video: str, time_s: float, width_px: int = 320) -> bytes:
         import base64
 
-        result = self._post("/thumbnail", DocList[Thumbnail]([Thumbnail(uri=video, time_s=time_s,
-                                                                       width_px=width_px)]), Thumbnail)[0]
+        doc = make_doc(Thumbnail, uri=video, time_s=time_s, width_px=width_px)
+        result = self._post("/thumbnail", DocList[Thumbnail]([doc]), Thumbnail)[0]
         if result.error:
             raise ClipseekError(result.error)
         return base64.b64decode(result.jpeg_base64)
@@ -166,14 +281,17 @@ class ClipseekClient:
                     generation: float = 0.0) -> VideoDoc:
         """Index one time range; ``generation`` (from /probe) lets the indexer refuse it if the video was
         deleted after the run was planned."""
-        doc = VideoDoc(uri=path, start_s=start_s, end_s=end_s, force=force, generation=generation)
+        doc = make_doc(VideoDoc, uri=path, start_s=start_s, end_s=end_s, force=force, generation=generation)
         return self._post("/index", DocList[VideoDoc]([doc]), VideoDoc)[0]
 
     def _index_range_or_error(self, path: str, start_s: float, end_s: float | None, force: bool,
-                              generation: float) -> VideoDoc:
+                              generation: float = 0.0) -> VideoDoc:
+        """The range's answer; a failure of this range (a bad file, a service of the Flow that is down)
+        as an answer with ``error``. Raises only when the Flow itself cannot be used (unreachable, the
+        API key refused): then no other file can be indexed either."""
         try:
             return self.index_range(path, start_s, end_s, force, generation)
-        except FlowUnavailableError:
+        except (FlowUnavailableError, AuthenticationError):
             raise
         except ClipseekError as exc:
             return VideoDoc(uri=path, error=str(exc), status="failed")
@@ -190,9 +308,25 @@ class ClipseekClient:
         encoder embeds the one before. Results are taken in order; after a range fails, no further range
         of that video is sent (the one already under way may still be indexed: the video is reported
         failed and is not complete in the index, so the next run sends it again).
+
+        Every file of the run is reported, through ``on_file`` and in the report, also when the run
+        stops early: when the Flow cannot be reached or refuses the API key, the files not done are
+        reported failed and FlowUnavailableError / AuthenticationError is raised with ``.report``.
         """
+        paths = [str(p) for p in paths]
+        plan_ranges(1.0, chunk_s)  # a bad chunk_s is refused before anything is sent
         report = IndexReport()
-        planned = self.probe(paths, force=force)
+        try:
+            planned = self.probe(paths, force=force)
+        except ClipseekError as exc:  # nothing could be planned: every path named fails with the reason
+            for path in paths:
+                report.outcomes.append(IndexOutcome(path, "failed", error=f"not indexed: {exc}"))
+                if on_file:
+                    on_file(report.outcomes[-1])
+            if isinstance(exc, (FlowUnavailableError, AuthenticationError)):
+                exc.report = report
+                raise
+            return report
         total_s = sum(d.duration_s for d in planned if not d.error and (force or not d.already_indexed))
         done_s = 0.0
         outcomes: list[IndexOutcome] = []
@@ -220,6 +354,13 @@ class ClipseekClient:
                     on_file(outcomes[reported])
                 reported += 1
 
+        def report_the_rest(reason: ClipseekError) -> None:
+            for i in range(reported, len(outcomes)):
+                if ranges_left[i]:
+                    outcomes[i].status, outcomes[i].error = "failed", f"not indexed: {reason}"
+                    ranges_left[i] = 0
+            report_finished()
+
         pending: deque[tuple[int, float, float | None, Future]] = deque()
         report_finished()
         while jobs or pending:
@@ -234,7 +375,13 @@ class ClipseekClient:
                 report_finished()
                 continue
             i, start_s, end_s, future = pending.popleft()
-            result, outcome = future.result(), outcomes[i]  # Ctrl-C or FlowUnavailableError leave at once
+            try:
+                result = future.result()  # Ctrl-C leaves at once, not waiting for the requests under way
+            except (FlowUnavailableError, AuthenticationError) as exc:
+                report_the_rest(exc)
+                exc.report = report
+                raise
+            outcome = outcomes[i]
             ranges_left[i] -= 1
             if outcome.status == "failed":
                 pass

@@ -1,7 +1,7 @@
 """Deploying clipseek: Kubernetes manifests generated from ``flow.yml``, and the containers' health check.
 
     clipseek deploy k8s OUTDIR [--image IMAGE] [--encoder-replicas N] [--indexer-shards N] ...
-    python -m clipseek.engine.deploy health grpc://127.0.0.1:8081     # exit 0 when the service is serving
+    python -m clipseek.engine.health grpc://127.0.0.1:8081     # exit 0 when the service is serving
 
 The manifests come from jina's own ``Flow.to_kubernetes_yaml`` (it knows the gateway's routing
 arguments and the shard head's), run offline: jina asks Jina Hub and Docker Hub about every image it
@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import copy
 import logging
+import os
 import sys
 import tempfile
 import urllib.error
@@ -38,6 +39,8 @@ ENCODERS = (IMAGE_ENCODER, TEXT_ENCODER)
 # "Scaling the index", says what that gives today.
 SHARD_POLLING = {"/index": "ANY", "/probe": "ALL", "/search": "ALL", "/videos": "ALL", "/delete": "ALL", "*": "ANY"}
 JINA_EXECUTOR_PORT = 8080  # where jina's export puts every executor in its pod
+API_KEY_SECRET = "clipseek-api-key"  # the Secret holding the gateway's key, under API_KEY_FIELD
+API_KEY_FIELD = "api-key"
 
 
 @dataclass
@@ -53,6 +56,7 @@ class K8sOptions:
     index_storage: str = "20Gi"  # the size of each shard's index volume
     storage_class: str = ""  # "" = the cluster's default StorageClass
     env: dict[str, str] = field(default_factory=dict)  # CLIPSEEK_* settings given to every executor
+    api_key: str = ""  # the gateway's CLIPSEEK_API_KEY, written to a Secret; "" = a new random one
 
     def __post_init__(self) -> None:
         for name in ("encoder_replicas", "indexer_shards"):
@@ -65,33 +69,6 @@ class K8sOptions:
         bad = sorted(k for k in self.env if not k.startswith("CLIPSEEK_"))
         if bad:
             raise ValueError(f"env takes CLIPSEEK_* settings only, got {', '.join(bad)}")
-
-
-# -- health check (compose healthchecks and Kubernetes probes) ---------------------------------------
-def check_health(target: str, timeout_s: float = 5.0) -> str | None:
-    """None when the service at ``target`` (``grpc://host:port`` or an http URL) is serving, else why not."""
-    if target.startswith("grpc://"):
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        address = target.removeprefix("grpc://")
-        with grpc.insecure_channel(address, options=[("grpc.enable_http_proxy", 0)]) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""),
-                                                                  timeout=timeout_s)
-            except grpc.RpcError as exc:
-                return f"{target}: {exc.code().name} {exc.details() or ''}".strip()
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
-            return f"{target}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
-        return None
-    if target.startswith(("http://", "https://")):
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-        try:
-            with opener.open(target, timeout=timeout_s) as response:
-                return None if response.status == 200 else f"{target}: HTTP {response.status}"
-        except (urllib.error.URLError, OSError) as exc:
-            return f"{target}: {getattr(exc, 'reason', exc)}"
-    raise ValueError(f"health target must be grpc://host:port or an http(s) URL, got {target!r}")
 
 
 # -- Kubernetes --------------------------------------------------------------------------------------
@@ -159,8 +136,23 @@ def _export_config(options: K8sOptions, config: dict[str, Any]) -> dict[str, Any
     return config
 
 
+def _api_key_env() -> dict[str, Any]:
+    return {"name": "CLIPSEEK_API_KEY", "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": API_KEY_FIELD}}}
+
+
+def _without_option(args: list[str], option: str) -> list[str]:
+    """``args`` without ``option`` and the values following it."""
+    if option not in args:
+        return args
+    at = args.index(option)
+    end = at + 1
+    while end < len(args) and not args[end].startswith("--"):
+        end += 1
+    return args[:at] + args[end:]
+
+
 def _probe(target: str, period_s: int, failures: int) -> dict[str, Any]:
-    return {"exec": {"command": ["python", "-m", "clipseek.engine.deploy", "health", target]},
+    return {"exec": {"command": ["python", "-m", "clipseek.engine.health", target]},
             "periodSeconds": period_s, "timeoutSeconds": 10, "failureThreshold": failures}
 
 
@@ -195,18 +187,23 @@ def _adapt(doc: dict[str, Any], options: K8sOptions, uses: dict[str, str], ports
     container = pod["containers"][0]
     args = [str(a) for a in container["args"]]
     if pod_type == "GATEWAY":
+        # clipseek's gateway (clipseek.engine.gateway: the API key, whole requests, readiness on GET /)
+        container["command"] = ["python", "-m", "clipseek.engine.gateway"]
+        args = _without_option(args[1:] if args[:1] == ["gateway"] else args, "--uses")
         args = _replace_args(args, "--port", [str(p) for p in ports])
         container["ports"] = [{"containerPort": p} for p in ports]
-        target = f"http://127.0.0.1:{ports[1]}/"
+        container["env"] = [*container.get("env", []), _api_key_env()]
+        alive = f"grpc://127.0.0.1:{ports[0]}"  # the gateway's own gRPC health service
+        ready = f"http://127.0.0.1:{ports[1]}/"  # 200 only while every executor answers
     else:
         if pod_type == "WORKER":
             args = _replace_args(args, "--uses", [uses[executor]])
-        target = f"grpc://127.0.0.1:{JINA_EXECUTOR_PORT}"
+        alive = ready = f"grpc://127.0.0.1:{JINA_EXECUTOR_PORT}"
     container["args"] = args
     # jina's probes run `jina ping` (seconds of CPU each) every 5 s; these ask the gRPC health service.
-    container["startupProbe"] = _probe(target, period_s=10, failures=90)  # 15 min: first model download
-    container["readinessProbe"] = _probe(target, period_s=10, failures=3)
-    container["livenessProbe"] = _probe(target, period_s=30, failures=3)
+    container["startupProbe"] = _probe(alive, period_s=10, failures=90)  # 15 min: first model download
+    container["readinessProbe"] = _probe(ready, period_s=10, failures=3)
+    container["livenessProbe"] = _probe(alive, period_s=30, failures=3)
     if executor == LOADER and pod_type == "WORKER":
         pod["volumes"] = [{"name": "media", "persistentVolumeClaim": {"claimName": options.media_claim,
                                                                       "readOnly": True}}]
@@ -232,6 +229,28 @@ def _as_stateful_set(doc: dict[str, Any], options: K8sOptions) -> dict[str, Any]
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": doc["metadata"], "spec": spec}
 
 
+def _api_key_secret(options: K8sOptions) -> dict[str, Any]:
+    """The gateway's API key (the page and the clients need it too: ``kubectl get secret``)."""
+    import secrets
+
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": API_KEY_SECRET, "namespace": options.namespace},
+            "stringData": {API_KEY_FIELD: options.api_key or secrets.token_urlsafe(32)}}
+
+
+def _executors_policy(options: K8sOptions) -> dict[str, Any]:
+    """Executors (and shard heads) take connections from the gateway and the heads only: nobody else in the
+    cluster can call the indexer's /delete past the gateway. (Needs a network plugin that enforces
+    NetworkPolicy; the probes run inside the pods and are not affected.)"""
+    def pods(*kinds: str) -> dict[str, Any]:
+        return {"matchExpressions": [{"key": "pod_type", "operator": "In", "values": list(kinds)}]}
+
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "executors-from-gateway-only", "namespace": options.namespace},
+            "spec": {"podSelector": pods("WORKER", "HEAD"), "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": pods("GATEWAY", "HEAD")}]}]}}
+
+
 def kubernetes_manifests(options: K8sOptions, flow_path: Path | None = None,
                          ports: tuple[int, int] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The manifests, as ``{relative file path: [YAML documents]}``; ``ports`` = the gateway's (gRPC, HTTP),
@@ -247,7 +266,9 @@ def kubernetes_manifests(options: K8sOptions, flow_path: Path | None = None,
     from jina import Flow
 
     manifests: dict[str, list[dict[str, Any]]] = {
-        "namespace.yml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace}}]}
+        "namespace.yml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace}}],
+        "secret.yml": [_api_key_secret(options)],
+        "network-policy.yml": [_executors_policy(options)]}
     with tempfile.TemporaryDirectory(prefix="clipseek-k8s-") as tmp, _jina_export_offline(options.image):
         flow = Flow.load_config(_export_config(options, config))
         flow.logger.logger.setLevel(logging.WARNING)  # it would announce files "created under" our temp folder
@@ -302,6 +323,9 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     k8s.add_argument("--env", type=_env_pair, action="append", default=[], metavar="CLIPSEEK_NAME=VALUE",
                      help="a setting for every executor (repeatable), e.g. CLIPSEEK_MODEL=ViT-B-32")
     k8s.add_argument("--flow", type=Path, default=None, help="flow.yml (default: the checkout's)")
+    k8s.add_argument("--api-key", default=None,
+                     help="the gateway's API key, written to the Secret clipseek-api-key "
+                          "(default $CLIPSEEK_API_KEY, else a new random key)")
     return deploy
 
 
@@ -310,7 +334,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         options = K8sOptions(image=args.image, namespace=args.namespace, encoder_replicas=args.encoder_replicas,
                              indexer_shards=args.indexer_shards, encoder_gpus=args.encoder_gpus,
                              media_claim=args.media_claim, index_storage=args.index_storage,
-                             storage_class=args.storage_class, env=dict(args.env))
+                             storage_class=args.storage_class, env=dict(args.env),
+                             api_key=os.environ.get("CLIPSEEK_API_KEY", "") if args.api_key is None else args.api_key)
         written = write_kubernetes(args.outdir, options, args.flow)
     except (ValueError, FileNotFoundError) as exc:
         print(f"clipseek deploy: {exc}", file=sys.stderr)
@@ -320,24 +345,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
               "each shard's results unmerged and the same video can be indexed twice (docs/deployment.md, "
               "\"Scaling the index\")", file=sys.stderr)
     print(f"wrote {len(written)} files under {args.outdir}; apply with:\n"
-          f"  kubectl apply -f {args.outdir / 'namespace.yml'} && kubectl apply -R -f {args.outdir}")
+          f"  kubectl apply -f {args.outdir / 'namespace.yml'} && kubectl apply -R -f {args.outdir}\n"
+          f"The gateway's API key is in {args.outdir / 'secret.yml'} (keep it private); clients send it as "
+          f"CLIPSEEK_API_KEY:\n  kubectl -n {options.namespace} get secret {API_KEY_SECRET} "
+          f"-o jsonpath='{{.data.{API_KEY_FIELD}}}' | base64 -d")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m clipseek.engine.deploy health TARGET``: the health check the containers run."""
-    parser = argparse.ArgumentParser(prog="python -m clipseek.engine.deploy")
-    sub = parser.add_subparsers(dest="command", required=True)
-    health = sub.add_parser("health", help="exit 0 when the service at TARGET is serving")
-    health.add_argument("target", help="grpc://host:port (an executor) or an http(s) URL")
-    health.add_argument("--timeout-s", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    problem = check_health(args.target, args.timeout_s)
-    if problem:
-        print(f"unhealthy: {problem}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

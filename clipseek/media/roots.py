@@ -18,6 +18,16 @@ VIDEO_EXTENSIONS = (
 )
 
 
+DEFAULT_WORKSPACE = "workspace"  # the indexer's default workspace (tests/test_client.py holds them equal)
+UPLOADS_FOLDER = "uploads"
+
+
+def default_upload_dir(workspace: str = DEFAULT_WORKSPACE) -> Path:
+    """Where the page stores uploads unless told otherwise: ``<workspace>/uploads``. ``clipseek serve``
+    makes this folder one of the video loader's media roots, so uploads work with no setting at all."""
+    return Path(os.path.expanduser(workspace)).resolve() / UPLOADS_FOLDER
+
+
 def resolve_roots(roots: Sequence[str]) -> list[Path]:
     """Absolute, symlink-free media roots; at least one must be given."""
     if not roots:

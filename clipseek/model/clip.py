@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clipseek.torch_free import keep_compilers_out, let_torch_in
 from clipseek.errors import ModelLoadError
 from clipseek.model.towers import TOWERS, build_and_load
+from clipseek.torch_free import keep_compilers_out, let_torch_in
 
 logger = logging.getLogger("clipseek.clip")
 
