@@ -27,7 +27,8 @@ import pytest
 import yaml
 from conftest import free_port
 
-from clipseek.engine import deploy, health
+from clipseek.engine import deploy
+from clipseek.engine import health as health_check
 from clipseek.engine.gateway import gateway_args
 from clipseek.engine.serve import ServeSettings
 
@@ -294,10 +295,10 @@ def test_hadolint_finds_nothing_in_the_dockerfiles():
 # -- the health check the containers run -------------------------------------------------------------------
 def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     closed = free_port()
-    assert "127.0.0.1" in health.check_health(f"http://127.0.0.1:{closed}/", timeout_s=2)
-    assert "UNAVAILABLE" in health.check_health(f"grpc://127.0.0.1:{closed}", timeout_s=2)
+    assert "127.0.0.1" in health_check.check_health(f"http://127.0.0.1:{closed}/", timeout_s=2)
+    assert "UNAVAILABLE" in health_check.check_health(f"grpc://127.0.0.1:{closed}", timeout_s=2)
     with pytest.raises(ValueError, match="grpc://"):
-        health.check_health("tcp://127.0.0.1:1")
+        health_check.check_health("tcp://127.0.0.1:1")
 
     class Ok(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (the http.server name)
@@ -310,7 +311,7 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert health.check_health(f"http://127.0.0.1:{server.server_port}/") is None
+        assert health_check.check_health(f"http://127.0.0.1:{server.server_port}/") is None
     finally:
         server.shutdown()
 
@@ -324,8 +325,8 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
     try:
-        assert health.check_health(f"grpc://127.0.0.1:{port}") is None
-        assert deploy.main(["health", f"grpc://127.0.0.1:{port}"]) == 0
+        assert health_check.check_health(f"grpc://127.0.0.1:{port}") is None
+        assert health_check.main([f"grpc://127.0.0.1:{port}"]) == 0
     finally:
         grpc_server.stop(0)
 
