@@ -13,8 +13,9 @@ importing jina; its children are forked from it and inherit the mark. ``let_torc
 the mark: clipseek.model.clip calls it before loading a model, so the encoders import torch in
 their own process. The ``clipseek`` command enters through ``clipseek.api.entry`` for the same reason
 (``clipseek serve`` is the Flow's main process). ``python -m clipseek.torch_free COMMAND ...``
-runs a console script (``jina executor ...``, ``jina gateway ...``) with torch kept out, for
-deployments that start each service in its own container.
+runs a console script (``jina executor ...``) with torch kept out, and ``python -m clipseek.torch_free -m
+MODULE ...`` a module (``clipseek serve`` starts every executor and the gateway this way; the encoders
+let torch back in when they load their model).
 """
 
 from __future__ import annotations
@@ -81,5 +82,18 @@ def run_console_script(argv: list[str]) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run_module(argv: list[str]) -> None:
+    """``python -m clipseek.torch_free -m MODULE ARGS...``: run ``MODULE`` as ``__main__`` with torch kept out
+    (how ``clipseek serve`` and the containers start executors and the gateway)."""
+    import runpy
+
+    keep_torch_out()
+    sys.argv = list(argv)
+    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+
+
 if __name__ == "__main__":
-    sys.exit(run_console_script(sys.argv[1:]))
+    if sys.argv[1:2] == ["-m"]:
+        run_module(sys.argv[2:])
+    else:
+        sys.exit(run_console_script(sys.argv[1:]))

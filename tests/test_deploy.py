@@ -99,7 +99,7 @@ def test_every_executor_of_the_flow_has_a_compose_service_running_it():
     services = compose()["services"]
     for executor in flow_executors():
         command = services[service_name(executor["name"])]["command"]
-        assert command[:2] == ["jina", "executor"], command
+        assert command[:6] == ["python", "-m", "clipseek.torch_free", "jina", "executor", "--uses"], command
         assert option(command, "--uses") == [executor["uses"]]
         assert (REPO / executor["uses"]).is_file()
         assert option(command, "--name") == [executor["name"]]
@@ -109,8 +109,9 @@ def test_every_executor_of_the_flow_has_a_compose_service_running_it():
 def test_the_gateway_routes_the_flow_chain_to_the_compose_services():
     services = compose()["services"]
     command = services["gateway"]["command"]
-    assert command[:3] == ["python", "-m", "clipseek.engine.gateway"]  # clipseek's gateway: API key, whole requests
-    assert gateway_args(command[3:]).uses == "ClipseekGateway"  # its options are jina gateway's
+    # clipseek's gateway (API key, whole requests), with torch kept out
+    assert command[:6] == ["python", "-m", "clipseek.torch_free", "-m", "clipseek.engine.gateway", "--host"]
+    assert gateway_args(command[5:]).uses == "ClipseekGateway"  # its options are jina gateway's
     names = [e["name"] for e in flow_executors()]
     chain = ["start-gateway", *names, "end-gateway"]
     routes = {a: [b] for a, b in zip(chain[:-1], chain[1:], strict=True)}
@@ -206,24 +207,42 @@ def test_volumes_hold_the_index_the_weights_and_the_videos():
 
 
 def test_every_service_has_a_healthcheck_on_its_own_port_and_a_restart_policy():
-    services = compose()["services"]
+    services = ours(compose()["services"])
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         test = service["healthcheck"]["test"]
         assert test[:4] == ["CMD", "python", "-m", "clipseek.engine.health"], (name, test)
-        target = test[5]
-        if service["command"][:2] == ["jina", "executor"]:
+        target = test[4]
+        if "executor" in service["command"]:
             assert target == f"grpc://127.0.0.1:{option(service['command'], '--port')[0]}", name
-    assert services["gateway"]["healthcheck"]["test"][5] == f"http://127.0.0.1:{ServeSettings().http_port}/"
+    assert services["gateway"]["healthcheck"]["test"][4] == f"http://127.0.0.1:{ServeSettings().http_port}/"
     web = services["web"]
     page_port = option(web["command"], "--server.port")[0]
-    assert web["healthcheck"]["test"][5] == f"http://127.0.0.1:{page_port}/_stcore/health"
+    assert web["healthcheck"]["test"][4] == f"http://127.0.0.1:{page_port}/_stcore/health"
     assert option(web["command"], "--browser.gatherUsageStats") == ["false"]
+
+
+def ours(services: dict) -> dict:
+    """The services that run an image of this repo (not the qdrant profile's official Qdrant image)."""
+    return {name: s for name, s in services.items() if not s.get("image", "").startswith("qdrant/")}
+
+
+def test_the_qdrant_profile_runs_the_official_image_pinned_with_a_volume_and_a_healthcheck():
+    qdrant = compose()["services"]["qdrant"]
+    assert qdrant["profiles"] == ["qdrant"]  # only with COMPOSE_PROFILES=qdrant
+    image, _, tag = qdrant["image"].partition(":")
+    client = re.search(r'"qdrant-client==(\d+)\.(\d+)\.\d+"', (REPO / "pyproject.toml").read_text())
+    assert image == "qdrant/qdrant" and tag.startswith(f"v{client.group(1)}.{client.group(2)}.")  # same minor
+    assert qdrant["restart"] == "unless-stopped" and qdrant["healthcheck"]["test"]
+    assert any(v.endswith(":/qdrant/storage") for v in qdrant["volumes"])
+    assert str(qdrant["environment"]["QDRANT__TELEMETRY_DISABLED"]) == "true"
+    indexer = compose()["services"]["indexer"]["environment"]
+    assert {"CLIPSEEK_INDEX_BACKEND", "CLIPSEEK_QDRANT_URL"} <= set(indexer)
 
 
 def test_every_image_is_built_by_a_dockerfile_of_the_repo():
     built: dict[str, str] = {}
-    for name, service in compose()["services"].items():
+    for name, service in ours(compose()["services"]).items():
         build = service["build"]
         assert (REPO / build["context"] / build["dockerfile"]).is_file(), name
         assert built.setdefault(service["image"], build["dockerfile"]) == build["dockerfile"], name
@@ -333,7 +352,8 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
 
 # -- Kubernetes ----------------------------------------------------------------------------------------------
 SCALED = deploy.K8sOptions(image="registry.example/clipseek:test", namespace="search", encoder_replicas=3,
-                           indexer_shards=2, encoder_gpus=1, env={"CLIPSEEK_MODEL": "ViT-B-32"})
+                           index="qdrant", indexer_replicas=2, qdrant_url="http://qdrant.search.svc:6333",
+                           encoder_gpus=1, env={"CLIPSEEK_MODEL": "ViT-B-32"})
 
 
 @pytest.fixture(scope="module")
@@ -413,21 +433,32 @@ def test_the_encoders_are_replicated_and_get_a_gpu(scaled_manifests):
         assert found[name]["spec"]["replicas"] == 1
 
 
-def test_the_index_is_sharded_behind_a_head_each_shard_on_its_own_volume(scaled_manifests):
+def test_with_qdrant_the_indexer_keeps_no_state_and_runs_as_replicas(scaled_manifests):
     found = workloads(scaled_manifests)
-    shards = [found[f"indexer-{i}"] for i in range(SCALED.indexer_shards)]
-    for i, shard in enumerate(shards):
-        assert shard["kind"] == "StatefulSet" and shard["spec"]["replicas"] == 1
-        [claim] = shard["spec"]["volumeClaimTemplates"]
-        assert claim["spec"]["resources"]["requests"]["storage"] == SCALED.index_storage
-        mount = {"name": claim["metadata"]["name"], "mountPath": deploy.WORKSPACE_MOUNT}
-        assert container(shard)["volumeMounts"] == [mount]
-        args = container(shard)["args"]
-        assert (option(args, "--shard-id")[0] if "--shard-id" in args else "0") == str(i)  # jina omits 0
-    head = container(found["indexer-head"])["args"]
-    assert json.loads(option(head, "--polling")[0]) == deploy.SHARD_POLLING
-    connections = json.loads(option(head, "--connection-list")[0])
-    assert connections == {str(i): f"indexer-{i}.search.svc:{deploy.JINA_EXECUTOR_PORT}" for i in range(2)}
+    indexer = found["indexer"]
+    assert indexer["kind"] == "Deployment" and indexer["spec"]["replicas"] == SCALED.indexer_replicas
+    assert "volumeClaimTemplates" not in indexer["spec"]
+    [config] = [d for d in all_docs(scaled_manifests) if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == "indexer-configmap"]  # jina's export puts the env there
+    env = config["data"]
+    assert env["CLIPSEEK_INDEX_BACKEND"] == "qdrant" and env["CLIPSEEK_QDRANT_URL"] == SCALED.qdrant_url
+    # it sees the videos (to tell a copied file from a moved one), read-only
+    assert container(indexer)["volumeMounts"] == [{"name": "media", "mountPath": "/media", "readOnly": True}]
+    assert not any(name.startswith("indexer-head") or name.startswith("indexer-") for name in found)
+    for name in ("video-loader", "indexer"):  # no model there: torch kept out
+        assert container(found[name])["command"] == ["python", "-m", "clipseek.torch_free", "jina"], name
+
+
+def test_the_embedded_index_is_one_pod_on_its_own_volume_and_cannot_be_replicated(tmp_path):
+    manifests = deploy.kubernetes_manifests(deploy.K8sOptions(image="registry.example/clipseek:test"))
+    indexer = workloads(manifests)["indexer"]
+    assert indexer["kind"] == "StatefulSet" and indexer["spec"]["replicas"] == 1
+    [claim] = indexer["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == deploy.K8sOptions().index_storage
+    mounts = container(indexer)["volumeMounts"]
+    assert {"name": claim["metadata"]["name"], "mountPath": deploy.WORKSPACE_MOUNT} in mounts
+    with pytest.raises(ValueError, match="indexer replicas need --index qdrant"):
+        deploy.K8sOptions(indexer_replicas=2)
 
 
 def test_services_select_pods_on_ports_they_listen_on(scaled_manifests):
@@ -453,7 +484,7 @@ def test_services_select_pods_on_ports_they_listen_on(scaled_manifests):
 
 def test_the_gateway_pod_runs_clipseeks_gateway_with_the_key_from_a_secret(scaled_manifests):
     gateway = container(workloads(scaled_manifests)["gateway"])
-    assert gateway["command"] == ["python", "-m", "clipseek.engine.gateway"]
+    assert gateway["command"] == ["python", "-m", "clipseek.torch_free", "-m", "clipseek.engine.gateway"]
     assert gateway_args(gateway["args"]).uses == "ClipseekGateway"  # jina's export's arguments still parse
     [key] = [e for e in gateway["env"] if e["name"] == "CLIPSEEK_API_KEY"]
     ref = key["valueFrom"]["secretKeyRef"]
@@ -507,8 +538,8 @@ def test_clipseek_deploy_k8s_writes_the_default_manifests(tmp_path):
     loader = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "video-loader")
     assert container(loader)["volumeMounts"] == [{"name": "media", "mountPath": "/media", "readOnly": True}]
 
-    bad = parser.parse_args(["deploy", "k8s", str(tmp_path / "bad"), "--indexer-shards", "0"])
-    assert deploy.cmd_deploy(bad) == 2
+    bad = parser.parse_args(["deploy", "k8s", str(tmp_path / "bad"), "--indexer-replicas", "2"])
+    assert deploy.cmd_deploy(bad) == 2  # replicas need the qdrant index
 
 
 def test_clipseek_serve_knows_the_folder_defaults_of_the_loader_and_the_indexer():

@@ -3,6 +3,9 @@ deletes that win, validation, and search at every top_k after any history. No Fl
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import numpy as np
 import pytest
 from index_helpers import SynthVideo, library_of, pairs, unit, videos
@@ -11,11 +14,20 @@ from clipseek.errors import ClipseekError, QueryError
 from clipseek.index import Library, open_backend
 from clipseek.index.embedded.vectors import HnswSettings
 
+# With CLIPSEEK_QDRANT_URL set (a real server), the qdrant runs go there, each test in collections of its own.
+QDRANT_URL = os.environ.get("CLIPSEEK_QDRANT_URL", "")
 BACKENDS = {
     "embedded-exact": {"name": "embedded", "hnsw": HnswSettings(exact_below=10**9)},
     "embedded-graph": {"name": "embedded", "hnsw": HnswSettings(exact_below=0)},
-    "qdrant-local": {"name": "qdrant"},
+    "qdrant-server" if QDRANT_URL else "qdrant-local": {"name": "qdrant", "qdrant_url": QDRANT_URL},
 }
+
+
+def backend_options(name: str, tmp_path) -> dict:
+    options = dict(BACKENDS[name])
+    if options["name"] == "qdrant":
+        options["collection"] = f"test-{uuid.uuid5(uuid.NAMESPACE_URL, str(tmp_path)).hex[:12]}"
+    return options
 
 
 class Disk:
@@ -34,7 +46,7 @@ def make_library(request, tmp_path):
     disk = Disk()
 
     def make(workspace=None) -> Library:
-        options = dict(BACKENDS[request.param])
+        options = backend_options(request.param, tmp_path)
         backend = open_backend(options.pop("name"), workspace or tmp_path / "ws", **options)
         library = Library(backend, exists=disk)
         opened.append(library)

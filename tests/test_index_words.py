@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from index_helpers import SynthVideo, unit
-from test_index_library import BACKENDS, Disk
+from test_index_library import BACKENDS, Disk, backend_options
 
 from clipseek.index import Library, open_backend
 from clipseek.index.metadata import (
@@ -26,7 +26,7 @@ def make_library(request, tmp_path):
     opened: list[Library] = []
 
     def make() -> Library:
-        options = dict(BACKENDS[request.param])
+        options = backend_options(request.param, tmp_path)
         library = Library(open_backend(options.pop("name"), tmp_path / "ws", **options), exists=Disk())
         opened.append(library)
         return library

@@ -1,13 +1,15 @@
 """Deploying clipseek: Kubernetes manifests generated from ``flow.yml``, and the containers' health check.
 
-    clipseek deploy k8s OUTDIR [--image IMAGE] [--encoder-replicas N] [--indexer-shards N] ...
-    python -m clipseek.engine.health grpc://127.0.0.1:8081     # exit 0 when the service is serving
+    clipseek deploy k8s OUTDIR [--image IMAGE] [--encoder-replicas N] [--index qdrant --indexer-replicas N] ...
 
 The manifests come from jina's own ``Flow.to_kubernetes_yaml`` (it knows the gateway's routing
-arguments and the shard head's), run offline: jina asks Jina Hub and Docker Hub about every image it
-writes down, so those two lookups are replaced for the duration of the export. Its output is then
-adapted: one image for every service with ``--uses services/<name>/config.yml``, the gateway on the
-ports of ``clipseek serve``, light probes, a non-root pod, the videos and the index on volumes.
+arguments), run offline: jina asks Jina Hub and Docker Hub about every image it writes down, so those
+two lookups are replaced for the duration of the export. Its output is then adapted: one image for
+every service with ``--uses services/<name>/config.yml``, the gateway on the ports of ``clipseek
+serve``, light probes (clipseek.engine.health), a non-root pod, torch kept out of the processes that
+run no model, the videos on a volume, and the index either on a volume of its own (``embedded``: one
+indexer pod, a StatefulSet) or in a Qdrant service (``qdrant``: the indexer keeps no state and runs as
+replicas). jina's indexer *shards* are not offered: they returned unsorted and duplicated results.
 """
 
 from __future__ import annotations
@@ -32,10 +34,6 @@ MEDIA_MOUNT = "/media"
 WORKSPACE_MOUNT = "/data/workspace"
 LOADER, IMAGE_ENCODER, TEXT_ENCODER, INDEXER = "video_loader", "image_encoder", "text_encoder", "indexer"
 ENCODERS = (IMAGE_ENCODER, TEXT_ENCODER)
-# With several shards the indexer's head sends /index to one shard (whichever is free) and the reads and
-# deletes to all of them. The indexer does not route by content nor merge yet: docs/deployment.md,
-# "Scaling the index", says what that gives today.
-SHARD_POLLING = {"/index": "ANY", "/probe": "ALL", "/search": "ALL", "/videos": "ALL", "/delete": "ALL", "*": "ANY"}
 JINA_EXECUTOR_PORT = 8080  # where jina's export puts every executor in its pod
 API_KEY_SECRET = "clipseek-api-key"  # the Secret holding the gateway's key, under API_KEY_FIELD
 API_KEY_FIELD = "api-key"
@@ -48,18 +46,24 @@ class K8sOptions:
     image: str = DEFAULT_IMAGE  # built from docker/Dockerfile and pushed where the cluster can pull it
     namespace: str = "clipseek"
     encoder_replicas: int = 1  # pods per encoder
-    indexer_shards: int = 1  # >1: a head and one StatefulSet per shard (see docs/deployment.md)
+    index: str = "embedded"  # embedded (one indexer pod with its volume) or qdrant (a Qdrant service)
+    indexer_replicas: int = 1  # indexer pods; more than 1 only with the qdrant index
+    qdrant_url: str = "http://qdrant:6333"  # with the qdrant index: its service (e.g. from the official Helm chart)
     encoder_gpus: int = 0  # nvidia.com/gpu per encoder pod (0 = CPU)
     media_claim: str = "clipseek-media"  # an existing PersistentVolumeClaim holding the videos
-    index_storage: str = "20Gi"  # the size of each shard's index volume
+    index_storage: str = "20Gi"  # the size of the embedded index's volume
     storage_class: str = ""  # "" = the cluster's default StorageClass
     env: dict[str, str] = field(default_factory=dict)  # CLIPSEEK_* settings given to every executor
     api_key: str = ""  # the gateway's CLIPSEEK_API_KEY, written to a Secret; "" = a new random one
 
     def __post_init__(self) -> None:
-        for name in ("encoder_replicas", "indexer_shards"):
+        for name in ("encoder_replicas", "indexer_replicas"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.index not in ("embedded", "qdrant"):
+            raise ValueError(f"index must be embedded or qdrant, got {self.index!r}")
+        if self.index == "embedded" and self.indexer_replicas > 1:
+            raise ValueError("the embedded index has one writer (its volume): indexer replicas need --index qdrant")
         if self.encoder_gpus < 0:
             raise ValueError(f"encoder_gpus must be 0 or more, got {self.encoder_gpus}")
         if not self.image or self.image.startswith(("jinaai", "jinahub", "docker://")):
@@ -128,9 +132,10 @@ def _export_config(options: K8sOptions, config: dict[str, Any]) -> dict[str, Any
                 executor["gpus"] = options.encoder_gpus
         if name == INDEXER:
             executor["env"]["CLIPSEEK_WORKSPACE"] = WORKSPACE_MOUNT
-            if options.indexer_shards > 1:
-                executor["shards"] = options.indexer_shards
-                executor["polling"] = dict(SHARD_POLLING)
+            if options.index == "qdrant":
+                executor["env"]["CLIPSEEK_INDEX_BACKEND"] = "qdrant"
+                executor["env"]["CLIPSEEK_QDRANT_URL"] = options.qdrant_url
+                executor["replicas"] = options.indexer_replicas
     return config
 
 
@@ -186,7 +191,7 @@ def _adapt(doc: dict[str, Any], options: K8sOptions, uses: dict[str, str], ports
     args = [str(a) for a in container["args"]]
     if pod_type == "GATEWAY":
         # clipseek's gateway (clipseek.engine.gateway: the API key, whole requests, readiness on GET /)
-        container["command"] = ["python", "-m", "clipseek.engine.gateway"]
+        container["command"] = ["python", "-m", "clipseek.torch_free", "-m", "clipseek.engine.gateway"]
         args = _without_option(args[1:] if args[:1] == ["gateway"] else args, "--uses")
         args = _replace_args(args, "--port", [str(p) for p in ports])
         container["ports"] = [{"containerPort": p} for p in ports]
@@ -196,23 +201,25 @@ def _adapt(doc: dict[str, Any], options: K8sOptions, uses: dict[str, str], ports
     else:
         if pod_type == "WORKER":
             args = _replace_args(args, "--uses", [uses[executor]])
+            if container.get("command") == ["jina"]:  # torch is let in by the encoders only, to load their model
+                container["command"] = ["python", "-m", "clipseek.torch_free", "jina"]
         alive = ready = f"grpc://127.0.0.1:{JINA_EXECUTOR_PORT}"
     container["args"] = args
     # jina's probes run `jina ping` (seconds of CPU each) every 5 s; these ask the gRPC health service.
     container["startupProbe"] = _probe(alive, period_s=10, failures=90)  # 15 min: first model download
     container["readinessProbe"] = _probe(ready, period_s=10, failures=3)
     container["livenessProbe"] = _probe(alive, period_s=30, failures=3)
-    if executor == LOADER and pod_type == "WORKER":
+    if executor in (LOADER, INDEXER) and pod_type == "WORKER":  # the indexer tells a copy from a move
         pod["volumes"] = [{"name": "media", "persistentVolumeClaim": {"claimName": options.media_claim,
                                                                       "readOnly": True}}]
         container["volumeMounts"] = [{"name": "media", "mountPath": MEDIA_MOUNT, "readOnly": True}]
-    if executor == INDEXER and pod_type == "WORKER":
+    if executor == INDEXER and pod_type == "WORKER" and options.index == "embedded":
         doc = _as_stateful_set(doc, options)
     return doc
 
 
 def _as_stateful_set(doc: dict[str, Any], options: K8sOptions) -> dict[str, Any]:
-    """An indexer shard keeps its index on its own volume: a StatefulSet of one pod with a claim."""
+    """The embedded index lives on its own volume: a StatefulSet of one pod with a claim."""
     name = doc["metadata"]["name"]
     spec = doc["spec"]
     claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"],
@@ -223,7 +230,8 @@ def _as_stateful_set(doc: dict[str, Any], options: K8sOptions) -> dict[str, Any]
     spec["serviceName"] = name
     spec["updateStrategy"] = {"type": "RollingUpdate"}
     spec["volumeClaimTemplates"] = [{"metadata": {"name": "index"}, "spec": claim}]
-    spec["template"]["spec"]["containers"][0]["volumeMounts"] = [{"name": "index", "mountPath": WORKSPACE_MOUNT}]
+    container = spec["template"]["spec"]["containers"][0]
+    container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "index", "mountPath": WORKSPACE_MOUNT}]
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": doc["metadata"], "spec": spec}
 
 
@@ -237,8 +245,8 @@ def _api_key_secret(options: K8sOptions) -> dict[str, Any]:
 
 
 def _executors_policy(options: K8sOptions) -> dict[str, Any]:
-    """Executors (and shard heads) take connections from the gateway and the heads only: nobody else in the
-    cluster can call the indexer's /delete past the gateway. (Needs a network plugin that enforces
+    """Executors take connections from the gateway only (and from heads, had a deployment any): nobody
+    else in the cluster can call the indexer's /delete past the gateway. (Needs a network plugin that enforces
     NetworkPolicy; the probes run inside the pods and are not affected.)"""
     def pods(*kinds: str) -> dict[str, Any]:
         return {"matchExpressions": [{"key": "pod_type", "operator": "In", "values": list(kinds)}]}
@@ -310,13 +318,17 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     k8s.add_argument("--namespace", default=defaults.namespace)
     k8s.add_argument("--encoder-replicas", type=int, default=defaults.encoder_replicas, metavar="N",
                      help="pods per encoder (more than 1 needs a gRPC-aware mesh such as Linkerd to spread the load)")
-    k8s.add_argument("--indexer-shards", type=int, default=defaults.indexer_shards, metavar="N",
-                     help="index shards (experimental beyond 1: see docs/deployment.md)")
+    k8s.add_argument("--index", choices=("embedded", "qdrant"), default=defaults.index,
+                     help="embedded: one indexer pod with its own volume; qdrant: the index in a Qdrant service "
+                          "(see docs/deployment.md), the indexer stateless")
+    k8s.add_argument("--indexer-replicas", type=int, default=defaults.indexer_replicas, metavar="N",
+                     help="indexer pods (with --index qdrant)")
+    k8s.add_argument("--qdrant-url", default=defaults.qdrant_url, help="the Qdrant service (with --index qdrant)")
     k8s.add_argument("--encoder-gpus", type=int, default=defaults.encoder_gpus, metavar="N",
                      help="NVIDIA GPUs per encoder pod")
     k8s.add_argument("--media-claim", default=defaults.media_claim,
                      help="existing PersistentVolumeClaim with the videos (mounted read-only at /media)")
-    k8s.add_argument("--index-storage", default=defaults.index_storage, help="volume size of each index shard")
+    k8s.add_argument("--index-storage", default=defaults.index_storage, help="volume size of the embedded index")
     k8s.add_argument("--storage-class", default=defaults.storage_class, help="StorageClass of the index volumes")
     k8s.add_argument("--env", type=_env_pair, action="append", default=[], metavar="CLIPSEEK_NAME=VALUE",
                      help="a setting for every executor (repeatable), e.g. CLIPSEEK_MODEL=ViT-B-32")
@@ -330,7 +342,8 @@ def add_deploy_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def cmd_deploy(args: argparse.Namespace) -> int:
     try:
         options = K8sOptions(image=args.image, namespace=args.namespace, encoder_replicas=args.encoder_replicas,
-                             indexer_shards=args.indexer_shards, encoder_gpus=args.encoder_gpus,
+                             index=args.index, indexer_replicas=args.indexer_replicas, qdrant_url=args.qdrant_url,
+                             encoder_gpus=args.encoder_gpus,
                              media_claim=args.media_claim, index_storage=args.index_storage,
                              storage_class=args.storage_class, env=dict(args.env),
                              api_key=os.environ.get("CLIPSEEK_API_KEY", "") if args.api_key is None else args.api_key)
@@ -338,10 +351,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"clipseek deploy: {exc}", file=sys.stderr)
         return 2
-    if options.indexer_shards > 1:
-        print("clipseek deploy: warning: the indexer is not shard-aware yet: with several shards, search returns "
-              "each shard's results unmerged and the same video can be indexed twice (docs/deployment.md, "
-              "\"Scaling the index\")", file=sys.stderr)
+    if options.index == "qdrant":
+        print(f"The index is in Qdrant at {options.qdrant_url}: install it first, e.g. with its official Helm chart "
+              f"(docs/deployment.md, \"Qdrant\").")
     print(f"wrote {len(written)} files under {args.outdir}; apply with:\n"
           f"  kubectl apply -f {args.outdir / 'namespace.yml'} && kubectl apply -R -f {args.outdir}\n"
           f"The gateway's API key is in {args.outdir / 'secret.yml'} (keep it private); clients send it as "

@@ -49,6 +49,8 @@ EXECUTOR_HOST = "127.0.0.1"  # executors of one machine are reached by the gatew
 JINA_QUIET = {"JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1", "JINA_LOG_LEVEL": "INFO"}
 LOG_COLUMNS = "200"  # jina wraps its log lines at $COLUMNS (80 when not on a terminal)
 EXIT_OK, EXIT_FAILED = 0, 1
+# every process starts with torch kept out (clipseek.torch_free); the encoders let it in to load their model
+TORCH_FREE = [sys.executable, "-m", "clipseek.torch_free", "-m"]
 
 
 @dataclass
@@ -183,14 +185,14 @@ def engine_stages(settings: ServeSettings, overrides: dict[str, Any] | None = No
     stage = []
     for executor in executors:
         name, port = executor["name"], ports[executor["name"]]
-        argv = [sys.executable, "-m", "clipseek.engine.executor", "--uses", executor["uses"], "--name", name,
+        argv = [*TORCH_FREE, "clipseek.engine.executor", "--uses", executor["uses"], "--name", name,
                 "--host", EXECUTOR_HOST, "--port", str(port),
                 "--uses-with-json", json.dumps(executor.get("uses_with") or {})]
         target = f"grpc://{EXECUTOR_HOST}:{port}"
         stage.append(ProcessSpec(name, argv, lambda target=target: check_health(target, 1.0) is None, dict(quiet)))
     host = settings.host
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
-    gateway = [sys.executable, "-m", "clipseek.engine.gateway", "--host", host, "--protocol", "GRPC", "HTTP",
+    gateway = [*TORCH_FREE, "clipseek.engine.gateway", "--host", host, "--protocol", "GRPC", "HTTP",
                "--port", str(settings.grpc_port), str(settings.http_port),
                "--graph-description", json.dumps(linear_graph(list(ports))),
                "--deployments-addresses", json.dumps({n: [f"{EXECUTOR_HOST}:{p}"] for n, p in ports.items()})]

@@ -23,7 +23,7 @@ __all__ = ["BACKENDS", "Library", "Outcome", "RangeUpload", "SearchSettings", "o
 
 
 def open_backend(name: str, workspace: str | Path, *, hnsw=None, qdrant_url: str = "", qdrant_api_key: str = "",
-                 collection: str = "clipseek"):
+                 collection: str = "clipseek", qdrant_shards: int = 1, qdrant_replication: int = 1):
     """The backend called ``name`` (``embedded`` or ``qdrant``) over ``workspace``."""
     if name == "embedded":
         from clipseek.index.embedded.backend import EmbeddedBackend
@@ -32,7 +32,8 @@ def open_backend(name: str, workspace: str | Path, *, hnsw=None, qdrant_url: str
     if name == "qdrant":
         from clipseek.index.qdrant import QdrantBackend
 
-        return QdrantBackend(Path(workspace), url=qdrant_url, api_key=qdrant_api_key, collection=collection)
+        return QdrantBackend(Path(workspace), url=qdrant_url, api_key=qdrant_api_key, collection=collection,
+                             shards=qdrant_shards, replication=qdrant_replication)
     raise ValueError(f"index backend must be one of {', '.join(BACKENDS)}, got {name!r}")
 
 

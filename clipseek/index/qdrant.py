@@ -50,7 +50,10 @@ def point_id(key: str) -> str:
 
 class QdrantBackend:
     def __init__(self, workspace: Path, url: str = "", api_key: str = "", collection: str = "clipseek",
-                 timeout_s: float = 30.0):
+                 timeout_s: float = 30.0, shards: int = 1, replication: int = 1):
+        """``shards``/``replication``: the frames collection's shard number and replication factor on a
+        Qdrant cluster (set when the collection is created; the catalogue is small: one shard, replicated
+        alike)."""
         from qdrant_client import QdrantClient
         from qdrant_client import models as m
 
@@ -68,9 +71,11 @@ class QdrantBackend:
             self._serial = threading.RLock()  # the local mode is not made for threads
         self.frames = f"{collection}_frames"
         self.catalog = f"{collection}_catalog"
+        self._layout = {"shard_number": shards, "replication_factor": replication} if url else {}
         with self._serial:
             if not self.client.collection_exists(self.catalog):
-                self.client.create_collection(self.catalog, vectors_config={})
+                self.client.create_collection(self.catalog, vectors_config={},
+                                              **({"replication_factor": replication} if url else {}))
                 self._index_fields(self.catalog, {"kind": m.PayloadSchemaType.KEYWORD,
                                                   "video_id": m.PayloadSchemaType.KEYWORD,
                                                   "paths": m.PayloadSchemaType.KEYWORD})
@@ -290,7 +295,7 @@ class QdrantBackend:
         if change.model is not None:
             if not client.collection_exists(self.frames):
                 client.create_collection(self.frames, vectors_config=m.VectorParams(
-                    size=change.model.dim, distance=m.Distance.COSINE))
+                    size=change.model.dim, distance=m.Distance.COSINE), **self._layout)
                 self._index_fields(self.frames, {"video_id": m.PayloadSchemaType.KEYWORD,
                                                  "time_s": m.PayloadSchemaType.FLOAT})
             client.upsert(self.catalog, [m.PointStruct(id=point_id("meta"), vector={}, payload={

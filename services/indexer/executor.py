@@ -32,6 +32,8 @@ class IndexerSettings:
     qdrant_url: str = ""  # qdrant backend: the server (http://host:6333); empty = local mode in the workspace
     qdrant_api_key: str = ""  # qdrant backend: the server's API key, if it has one
     qdrant_collection: str = "clipseek"  # qdrant backend: prefix of its two collections
+    qdrant_shards: int = 1  # qdrant backend on a cluster: shards of the frames collection (set when created)
+    qdrant_replication: int = 1  # qdrant backend on a cluster: copies of each shard (set when created)
     hnsw_m: int = 16  # hnswlib graph degree
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 256  # recall@10 0.995 at 1M frames (0.975 at 128); at least the candidates asked for
@@ -56,7 +58,8 @@ class Indexer(ClipseekExecutor):
                             checkpoint_fraction=s.checkpoint_fraction)
         backend = open_backend(s.index_backend, Path(os.path.expanduser(s.workspace)), hnsw=hnsw,
                                qdrant_url=s.qdrant_url, qdrant_api_key=s.qdrant_api_key,
-                               collection=s.qdrant_collection)
+                               collection=s.qdrant_collection, qdrant_shards=s.qdrant_shards,
+                               qdrant_replication=s.qdrant_replication)
         self.library = Library(backend, SearchSettings(max_top_k=s.max_top_k, oversample=s.oversample,
                                                        merge_margin=s.merge_margin, merge_relative=s.merge_relative))
         self.log.info("index (%s) at %s: %d videos, %d frames", s.index_backend, s.workspace,
@@ -181,5 +184,5 @@ def _upload(doc: VideoDoc) -> RangeUpload:
         end_s=doc.end_s if doc.end_s is not None else doc.duration_s,
         shots=[ShotSpan(s.start_s, s.end_s, s.starts_at_cut) for s in doc.shots],
         times_s=np.array([f.time_s for f in embedded], dtype=np.float64), vectors=vectors, model=doc.model,
-        size_bytes=doc.size_bytes, width_px=doc.width_px, height_px=doc.height_px, fps=doc.fps, force=doc.force,
+        size_bytes=int(doc.size_bytes), width_px=doc.width_px, height_px=doc.height_px, fps=doc.fps, force=doc.force,
         generation=doc.generation)
