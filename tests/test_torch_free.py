@@ -93,10 +93,17 @@ def test_console_scripts_run_with_torch_kept_out():
 
 
 def services_of(flow) -> dict[str, list[int]]:
-    """service name -> pids of a running BackgroundFlow, from jina's log prefixes (``indexer/rep-0@1234``)."""
+    """service name -> pids of a running BackgroundFlow: the orchestrator (clipseek serve), the gateway, and
+    each executor by the ``--name`` of its command line."""
+    from procs import alive, descendants
+
     found: dict[str, list[int]] = {"orchestrator": [flow.process.pid]}
-    for name, pid in set(re.findall(r"([A-Za-z_]+)/rep-\d+@(\d+)", flow.log_tail(10**8))):
-        found.setdefault(name, []).append(int(pid))
+    for pid in alive(descendants(flow.process.pid)):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"clipseek.engine.gateway" in argv:
+            found.setdefault("gateway", []).append(pid)
+        elif b"--name" in argv:
+            found.setdefault(argv[argv.index(b"--name") + 1].decode(), []).append(pid)
     return found
 
 
