@@ -7,11 +7,13 @@ check what the page shows (states, cards, times, confirmations), not what the mo
 from __future__ import annotations
 
 import gc
+import importlib
 import importlib.util
 import re
 import socket
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +39,18 @@ INDEX = "FormSubmitter:index_path_form-Index"
 CLIP_TIME = re.compile(r"`(\d\d:\d\d\.\d)–(\d\d:\d\d\.\d)`")
 
 
-def load_page():
-    """web/app.py as a module (its ``main()`` only runs under Streamlit), with web/clips.py and uploads.py."""
+def load_page() -> types.SimpleNamespace:
+    """The page's modules (web/app.py and its screens; ``main()`` only runs under Streamlit), their names
+    in one namespace: ``page.escape_md``, ``page.clips``, ``page.WebSettings``, ..."""
     spec = importlib.util.spec_from_file_location("clipseek_web_page", WEB_DIR / "app.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    spec.loader.exec_module(module)  # puts web/ on sys.path
+    names: dict = {}
+    for part in ("common", "search_page", "library_page", "add_page"):
+        names.update(vars(importlib.import_module(part)))
+    names.update(vars(module))
+    return types.SimpleNamespace(**{k: v for k, v in names.items() if not k.startswith("__")})
 
 
 page = load_page()

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 from synth import Segment, make_video
 
-from clipseek.api.cli import format_time
+from clipseek.api.format import format_time
 from clipseek.api.client import ClipseekClient
 from clipseek.media.video import content_hash, probe
 

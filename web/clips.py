@@ -17,7 +17,7 @@ import threading
 import weakref
 from pathlib import Path
 
-from clipseek.api.cli import format_time
+from clipseek.api.format import format_time
 from clipseek.errors import VideoOpenError
 from clipseek.media.ffmpeg_cmd import clip_argv
 from clipseek.media.video import probe

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clipseek.api.format import format_time, segment_json
 from clipseek.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.engine.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import AuthenticationError, ClipseekError, FlowUnavailableError, QueryError
@@ -27,28 +28,6 @@ if TYPE_CHECKING:  # clipseek.api.client imports docarray (and torch): not for `
     from clipseek.api.client import ClipseekClient, IndexReport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def format_time(seconds: float) -> str:
-    """mm:ss.s (h:mm:ss.s past an hour)."""
-    seconds = max(0.0, seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{int(hours)}:{int(minutes):02d}:{secs:04.1f}"
-    return f"{int(minutes):02d}:{secs:04.1f}"
-
-
-def segment_json(segment) -> dict:
-    return {
-        "video": segment.video,
-        "video_id": segment.video_id,
-        "start_s": segment.start_s,
-        "end_s": segment.end_s,
-        "score": segment.score,
-        "thumbnail_s": segment.thumbnail_s,
-        "duration_s": segment.duration_s,
-    }
 
 
 def _local_path(path: str) -> str:

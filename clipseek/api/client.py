@@ -11,19 +11,16 @@ documents (larger inputs are sent in several), and an endpoint that answers each
 
 from __future__ import annotations
 
-import math
 import re
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from docarray import BaseDoc, DocList
 from pydantic import ValidationError
 
+from clipseek.api.index_run import IndexOutcome, IndexReport, IndexRun, plan_ranges  # noqa: F401
 from clipseek.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported from here by the page)
     DEFAULT_ADDRESS,
     DEFAULT_CHUNK_S,
@@ -63,42 +60,6 @@ def make_doc(doc_type: type[BaseDoc], **fields: Any) -> Any:
         return doc_type(**fields)
     except ValidationError as exc:
         raise QueryError(validation_message(exc)) from None
-
-
-@dataclass
-class IndexOutcome:
-    """What happened to one file of an index run."""
-
-    path: str
-    status: str  # "indexed", "unchanged", "failed"
-    video_id: str = ""
-    error: str = ""
-    duration_s: float = 0.0
-    num_frames: int = 0
-    num_shots: int = 0
-
-
-@dataclass
-class IndexReport:
-    outcomes: list[IndexOutcome] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[IndexOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    def counts(self) -> dict[str, int]:
-        return {s: sum(1 for o in self.outcomes if o.status == s) for s in ("indexed", "unchanged", "failed")}
-
-
-def plan_ranges(duration_s: float, chunk_s: float) -> list[tuple[float, float | None]]:
-    """Split [0, duration) into time ranges of at most ``chunk_s`` (the last ends at the video's end)."""
-    if not (math.isfinite(chunk_s) and chunk_s > 0):
-        raise QueryError(f"the range length must be a number of seconds > 0, got {chunk_s}")
-    if not math.isfinite(duration_s) or duration_s <= 0 or duration_s <= chunk_s:
-        return [(0.0, None)]
-    count = math.ceil(duration_s / chunk_s)
-    step = duration_s / count
-    return [(round(i * step, 3), None if i == count - 1 else round((i + 1) * step, 3)) for i in range(count)]
 
 
 class ClipseekClient:
@@ -300,120 +261,10 @@ class ClipseekClient:
               on_progress: Callable[[str, float, float], Any] | None = None,
               on_file: Callable[[IndexOutcome], Any] | None = None,
               in_flight: int = DEFAULT_IN_FLIGHT) -> IndexReport:
-        """Index files and folders (recursively). Each file gets an outcome; one bad file does not stop
-        the others. ``on_progress(path, done_s, total_s)`` follows the seconds of video indexed.
-
-        Videos are sent as time ranges of ``chunk_s``, ``in_flight`` requests at a time (ranges of
-        the same video or of the next ones), so the Flow's loader decodes one range while the image
-        encoder embeds the one before. Results are taken in order; after a range fails, no further range
-        of that video is sent (the one already under way may still be indexed: the video is reported
-        failed and is not complete in the index, so the next run sends it again).
-
-        Every file of the run is reported, through ``on_file`` and in the report, also when the run
-        stops early: when the Flow cannot be reached or refuses the API key, the files not done are
-        reported failed and FlowUnavailableError / AuthenticationError is raised with ``.report``.
-        """
-        paths = [str(p) for p in paths]
-        plan_ranges(1.0, chunk_s)  # a bad chunk_s is refused before anything is sent
-        report = IndexReport()
-        try:
-            planned = self.probe(paths, force=force)
-        except ClipseekError as exc:  # nothing could be planned: every path named fails with the reason
-            for path in paths:
-                report.outcomes.append(IndexOutcome(path, "failed", error=f"not indexed: {exc}"))
-                if on_file:
-                    on_file(report.outcomes[-1])
-            if isinstance(exc, (FlowUnavailableError, AuthenticationError)):
-                exc.report = report
-                raise
-            return report
-        total_s = sum(d.duration_s for d in planned if not d.error and (force or not d.already_indexed))
-        done_s = 0.0
-        outcomes: list[IndexOutcome] = []
-        ranges_left: list[int] = []
-        for video in planned:
-            if video.error:
-                outcomes.append(IndexOutcome(video.path or video.uri, "failed", error=video.error))
-                ranges_left.append(0)
-            elif video.already_indexed and not force:
-                outcomes.append(IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s,
-                                             num_frames=video.num_frames, num_shots=video.num_shots))
-                ranges_left.append(0)
-            else:
-                outcomes.append(IndexOutcome(video.path, "unchanged", video.video_id, duration_s=video.duration_s))
-                ranges_left.append(len(plan_ranges(video.duration_s, chunk_s)))
-        jobs = deque((i, start_s, end_s) for i, video in enumerate(planned) if ranges_left[i]
-                     for start_s, end_s in plan_ranges(video.duration_s, chunk_s))
-        reported = 0
-
-        def report_finished() -> None:
-            nonlocal reported
-            while reported < len(outcomes) and ranges_left[reported] == 0:
-                report.outcomes.append(outcomes[reported])
-                if on_file:
-                    on_file(outcomes[reported])
-                reported += 1
-
-        def report_the_rest(reason: ClipseekError) -> None:
-            for i in range(reported, len(outcomes)):
-                if ranges_left[i]:
-                    outcomes[i].status, outcomes[i].error = "failed", f"not indexed: {reason}"
-                    ranges_left[i] = 0
-            report_finished()
-
-        pending: deque[tuple[int, float, float | None, Future]] = deque()
-        report_finished()
-        while jobs or pending:
-            while jobs and len(pending) < max(1, in_flight):
-                i, start_s, end_s = jobs.popleft()
-                if outcomes[i].status == "failed":  # an earlier range of this video failed
-                    ranges_left[i] -= 1
-                    continue
-                pending.append((i, start_s, end_s, _in_background(
-                    self._index_range_or_error, planned[i].path, start_s, end_s, force, planned[i].generation)))
-            if not pending:
-                report_finished()
-                continue
-            i, start_s, end_s, future = pending.popleft()
-            try:
-                result = future.result()  # Ctrl-C leaves at once, not waiting for the requests under way
-            except (FlowUnavailableError, AuthenticationError) as exc:
-                report_the_rest(exc)
-                exc.report = report
-                raise
-            outcome = outcomes[i]
-            ranges_left[i] -= 1
-            if outcome.status == "failed":
-                pass
-            elif result.error:
-                outcome.status, outcome.error = "failed", result.error
-            else:
-                if result.status == "indexed":
-                    outcome.status = "indexed"
-                outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
-                outcome.duration_s = result.duration_s or outcome.duration_s
-                done_s += max(0.0, (end_s if end_s is not None else planned[i].duration_s) - start_s)
-                if on_progress:
-                    on_progress(outcome.path, done_s, total_s)
-            report_finished()
-        return report
-
-
-def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
-    """Run ``fn(*args)`` on a daemon thread: a run that stops (Ctrl-C, the Flow went away) does not wait
-    for the requests still under way, as a ThreadPoolExecutor would, at its exit and at the program's."""
-    future: Future = Future()
-
-    def run() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # handed to the caller through the future
-            future.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True, name="clipseek-index").start()
-    return future
+        """Index files and folders (recursively): see clipseek.api.index_run. Each file gets an outcome;
+        one bad file does not stop the others. ``on_progress(path, done_s, total_s)`` follows the seconds
+        of video indexed; ``on_file(outcome)`` is called once per file, in order."""
+        return IndexRun(self, force, chunk_s, in_flight, on_progress, on_file).run(paths)
 
 
 def _jsonable(value: Any) -> Any:
