@@ -145,7 +145,7 @@ def main() -> int:
         device, hwaccel = "cuda", "cuda"
         print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
     video = inputs.ensure_video((inputs.QUICK_VIDEOS if args.quick else inputs.FULL_VIDEOS)[args.video])
-    from clipseek.model.clip import image_size_for
+    from clipseek.model.spec import image_size_for
 
     decode = measure_decode(video, image_size_for(args.model), hwaccel)
     print(f"decode ({video.name}, {decode['frames']} frames): loader {'hw' if hwaccel else 'sw'} "

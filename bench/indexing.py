@@ -95,7 +95,8 @@ def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: fl
     from clipseek.media.scan import scan_range
     from clipseek.media.shots import SamplingSettings
     from clipseek.media.video import probe
-    from clipseek.model.clip import image_size_for, load_clip
+    from clipseek.model.clip import load_clip
+    from clipseek.model.spec import image_size_for
 
     video = Path(video)
     info = probe(video)

@@ -71,7 +71,7 @@ def build_workspace(count: int, dim: int, model: str, workspace: Path | None = N
 
     from clipseek.index import Library, open_backend
     from clipseek.index.embedded.vectors import HnswSettings
-    from clipseek.model.clip import resolve_model
+    from clipseek.model.spec import resolve_model
 
     path = workspace or workspace_path(count, dim, model)
     model = resolve_model(model, "none").name  # the name the encoders stamp on their vectors

@@ -5,7 +5,8 @@ import pytest
 from conftest import REPO, TINY_MODEL
 
 from clipseek.errors import ModelLoadError
-from clipseek.model.clip import ClipModel, image_size_for, load_clip, resolve_model
+from clipseek.model.clip import ClipModel, load_clip
+from clipseek.model.spec import image_size_for, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_the_demo_checkpoint_loads_one_tower_as_the_whole_model_does():
 def test_a_bf16_text_tower_embeds_as_open_clips_own_bf16_model():
     import open_clip
 
-    from clipseek.model.clip import DEMO_MODEL_DIR
+    from clipseek.model.spec import DEMO_MODEL_DIR
 
     ours = ClipModel(resolve_model("demo", None), "cpu", "bf16", towers="text")
     open_clip.add_model_config(DEMO_MODEL_DIR)
@@ -231,7 +232,7 @@ def test_a_checkpoint_open_clip_must_convert_goes_through_its_loader(tiny, tmp_p
 def test_a_pretrained_tag_loads_its_file_and_preprocessing_one_tower_only(monkeypatch):
     import open_clip
 
-    from clipseek.model.clip import DEMO_MODEL_DIR
+    from clipseek.model.spec import DEMO_MODEL_DIR
 
     asked = []
     monkeypatch.setattr(open_clip, "get_pretrained_cfg",

@@ -36,8 +36,8 @@ def indexer(tmp_path):
 def test_each_config_loads_with_its_defaults(monkeypatch, tmp_path):
     monkeypatch.setenv("CLIPSEEK_MEDIA_ROOTS", str(tmp_path))
     loader = load("video_loader")
-    assert loader.settings.max_gap_s == 10.0 and loader.size_px == 224  # ViT-B-32's input
-    assert loader.roots == [tmp_path.resolve()]
+    assert loader.settings.max_gap_s == 10.0 and loader.media.size_px == 224  # ViT-B-32 input
+    assert loader.media.roots == [tmp_path.resolve()]
     assert load("indexer", workspace=str(tmp_path / "w")).settings.max_top_k == 100
     with pytest.raises(ValueError, match="unknown setting|must be"):
         load("indexer", workspace=str(tmp_path / "w"), max_top_k="lots")
@@ -156,15 +156,15 @@ def test_indexer_skips_the_same_content_unless_forced_and_deletes(indexer, loade
 
 def test_loader_probes_and_hashes_a_file_once_for_all_its_ranges(media_dir, tmp_path, monkeypatch):
     import shutil
-    import sys
 
     video = tmp_path / "cuts.mp4"
     shutil.copy(media_dir / "cuts.mp4", video)
+    from clipseek.media import source
+
     loader = load("video_loader", media_roots=[str(tmp_path)], frame_size_px=32)
-    loader_module = sys.modules[type(loader).__module__]  # jina imports it under a name of its own
     calls = []
-    real_hash = loader_module.content_hash
-    monkeypatch.setattr(loader_module, "content_hash", lambda path: calls.append(path) or real_hash(path))
+    real_hash = source.content_hash
+    monkeypatch.setattr(source, "content_hash", lambda path: calls.append(path) or real_hash(path))
     first = loader.load(DocList[VideoDoc]([VideoDoc(uri=str(video), start_s=0.0, end_s=1.0),
                                            VideoDoc(uri=str(video), start_s=1.0, end_s=2.0)]))
     assert [d.error for d in first] == ["", ""] and len(calls) == 1

@@ -32,7 +32,11 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at the top or inside functions (not those only for type checking)."""
     tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):  # drop `if TYPE_CHECKING:` blocks: they import nothing at run time
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING":
+            node.body = []
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

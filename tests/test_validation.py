@@ -7,7 +7,7 @@ from docarray import DocList
 from pydantic import ValidationError
 
 from clipseek.docs import WIRE_INT_MAX, Query, Thumbnail, VideoDoc
-from clipseek.validation import document_problem, time_range_problem, top_k_problem
+from clipseek.validation import document_problem
 
 
 @pytest.mark.parametrize("build", [
@@ -34,11 +34,17 @@ def test_a_document_built_without_validation_is_caught_before_it_is_used():
     assert problem.startswith("end_s: Input should be a finite number")
 
 
-def test_top_k_and_time_ranges_must_make_sense():
-    assert top_k_problem(10, 100) == "" and top_k_problem(100, 100) == ""
-    assert top_k_problem(0, 100) == "top_k must be between 1 and 100, got 0"
-    assert "got 2147483647" in top_k_problem(WIRE_INT_MAX, 100)
-    assert time_range_problem(None, None) == "" and time_range_problem(2.0, 4.0, 10.0) == ""
-    assert time_range_problem(-1.0, None) == "start_s must be 0 or more, got -1.0"
-    assert time_range_problem(4.0, 4.0) == "empty time range 4.000-4.000 s"
-    assert time_range_problem(12.0, None, 10.0) == "start_s 12.000 s is past the end of the video (10.000 s)"
+def test_the_media_layer_refuses_ranges_that_make_no_sense():
+    from clipseek.media.ffmpeg_cmd import VideoInfo
+    from clipseek.media.source import plan_range
+
+    info = VideoInfo(0, 320, 240, 25.0, 10.0, 0.0, 0, "h264", 250)
+    assert plan_range("a.mp4", info, None, None, 900.0) == (0.0, 10.0)
+    assert plan_range("a.mp4", info, 2.0, 40.0, 900.0) == (2.0, 10.0)  # clamped to the video
+    cases = [(4.0, 4.0, "empty time range 4.000-4.000"), (12.0, None, "empty time range"),
+             (0.0, math.nan, "end_s must be a finite"), (math.inf, None, "start_s must be a finite")]
+    for start, end, message in cases:
+        with pytest.raises(ValueError, match=message):
+            plan_range("a.mp4", info, start, end, 900.0)
+    with pytest.raises(ValueError, match="at most 5 s per request"):
+        plan_range("a.mp4", info, 0.0, 10.0, 5.0)

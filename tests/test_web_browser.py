@@ -27,8 +27,8 @@ import pytest
 from PIL import Image
 from synth import Segment, make_video
 
-from clipseek.api.format import format_time
 from clipseek.api.client import ClipseekClient
+from clipseek.api.format import format_time
 from clipseek.media.video import content_hash, probe
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clipseek.api.format import format_time  # noqa: E402
 from clipseek.api.client import ClipseekClient  # noqa: E402
+from clipseek.api.format import format_time  # noqa: E402
 from clipseek.demo.search_eval import evaluate  # noqa: E402
 from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 

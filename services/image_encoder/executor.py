@@ -15,7 +15,8 @@ from jina import requests
 
 from clipseek.docs import VideoDoc
 from clipseek.engine.executor import ClipseekExecutor
-from clipseek.model.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
+from clipseek.model.clip import load_clip
+from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 
 @dataclass

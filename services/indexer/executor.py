@@ -18,11 +18,12 @@ from docarray import DocList
 from jina import requests
 
 from clipseek.docs import Query, Segment, VideoDoc
+from clipseek.engine.documents import range_upload, record_fields, segment
 from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError
-from clipseek.index import Library, RangeUpload, SearchSettings, open_backend
+from clipseek.index import Library, SearchSettings, open_backend
 from clipseek.index.embedded.vectors import HnswSettings
-from clipseek.index.records import ShotSpan, VideoRecord
+from clipseek.index.records import VideoRecord
 
 
 @dataclass
@@ -77,8 +78,8 @@ class Indexer(ClipseekExecutor):
         for doc in docs:
             if not doc.error:
                 try:
-                    outcome = self.library.index_range(_upload(doc))
-                    if outcome.record is None:
+                    outcome = self.library.index_range(range_upload(doc))
+                    if outcome.record is None:  # refused: deleted while it was being indexed
                         doc.error, doc.status = outcome.message, outcome.status
                     else:
                         self._describe(doc, outcome.record, outcome.status)
@@ -91,20 +92,8 @@ class Indexer(ClipseekExecutor):
         return docs
 
     def _describe(self, doc: VideoDoc, record: VideoRecord, status: str) -> VideoDoc:
-        doc.video_id = record.video_id
-        doc.path = record.path if doc.path not in record.paths else doc.path
-        doc.paths = list(record.paths)
-        doc.content_hash = record.content_hash
-        doc.duration_s = record.duration_s
-        doc.size_bytes, doc.width_px, doc.height_px, doc.fps = (record.size_bytes, record.width_px,
-                                                                record.height_px, record.fps)
-        doc.num_shots = len(record.shots)
-        doc.num_frames = self.library.frame_count(record.video_id)
-        doc.indexed_at = record.indexed_at
-        doc.already_indexed = record.complete
-        doc.model = self.library.model.name if self.library.model else ""
-        doc.status = status
-        return doc
+        model = self.library.model.name if self.library.model else ""
+        return record_fields(doc, record, status, self.library.frame_count(record.video_id), model)
 
     # -- /probe ------------------------------------------------------------------------------
     @requests(on="/probe")
@@ -136,9 +125,8 @@ class Indexer(ClipseekExecutor):
     @requests(on="/delete")
     def delete(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
         for doc in docs:
-            key = doc.video_id or doc.uri
             try:
-                outcome = self.library.delete(key)
+                outcome = self.library.delete(doc.video_id or doc.uri)
             except ClipseekError as exc:
                 doc.error, doc.status = str(exc), "failed"
                 continue
@@ -154,35 +142,12 @@ class Indexer(ClipseekExecutor):
         for query in docs:
             if not query.error:
                 try:
-                    self._search_one(query)
+                    if query.embedding is None:
+                        raise ClipseekError("the query has no embedding (is the text encoder in the Flow?)")
+                    hits = self.library.search(np.asarray(query.embedding, dtype=np.float32), query.top_k,
+                                               list(query.video_ids) or None, model=query.model)
+                    query.segments = DocList[Segment]([segment(hit) for hit in hits])
                 except ClipseekError as exc:
                     query.error = str(exc)
             query.embedding = None
         return docs
-
-    def _search_one(self, query: Query) -> None:
-        if query.embedding is None:
-            raise ClipseekError("the query has no embedding (is the text encoder in the Flow?)")
-        hits = self.library.search(np.asarray(query.embedding, dtype=np.float32), query.top_k,
-                                   list(query.video_ids) or None, model=query.model)
-        query.segments = DocList[Segment]([
-            Segment(video_id=hit.record.video_id, video=hit.record.path, start_s=round(hit.clip.start_s, 3),
-                    end_s=round(hit.clip.end_s, 3), score=round(hit.clip.score, 5),
-                    thumbnail_s=round(hit.clip.best_time_s, 3), duration_s=hit.record.duration_s)
-            for hit in hits
-        ])
-
-
-def _upload(doc: VideoDoc) -> RangeUpload:
-    """The library's view of an /index document (after the loader and the image encoder)."""
-    embedded = [f for f in doc.frames if f.embedding is not None]
-    vectors = (np.stack([np.asarray(f.embedding, dtype=np.float32).reshape(-1) for f in embedded])
-               if embedded else np.zeros((0, 0), dtype=np.float32))
-    return RangeUpload(
-        video_id=doc.video_id, content_hash=doc.content_hash, path=doc.path, duration_s=doc.duration_s,
-        start_s=doc.start_s if doc.start_s is not None else 0.0,
-        end_s=doc.end_s if doc.end_s is not None else doc.duration_s,
-        shots=[ShotSpan(s.start_s, s.end_s, s.starts_at_cut) for s in doc.shots],
-        times_s=np.array([f.time_s for f in embedded], dtype=np.float64), vectors=vectors, model=doc.model,
-        size_bytes=int(doc.size_bytes), width_px=doc.width_px, height_px=doc.height_px, fps=doc.fps, force=doc.force,
-        generation=doc.generation)

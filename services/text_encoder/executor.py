@@ -15,8 +15,9 @@ from jina import requests
 
 from clipseek.docs import Query
 from clipseek.engine.executor import ClipseekExecutor
-from clipseek.model.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
+from clipseek.model.clip import load_clip
 from clipseek.model.query_cache import QueryCache
+from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 
 @dataclass
