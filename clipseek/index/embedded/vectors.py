@@ -399,8 +399,8 @@ class HnswVectors:
             self.checkpoint(only_if_due=True)
 
     def checkpoint(self, only_if_due: bool = False) -> bool:
-        """Write the graph and the float16 copy, then forget the log they cover. Searches go on;
-        insertion into the graph pauses while the graph is saved. False when it could not be written
+        """Write the graph and the float16 copy, then forget the log they cover. Searches and insertion go
+        on (the files are written by a forked copy of the process). False when it could not be written
         (the log still holds everything: nothing is lost), or was not due."""
         with self._checkpoint_lock:
             if (self._graph is None and not self._rows) or (only_if_due and not self._checkpoint_due()):
@@ -420,31 +420,20 @@ class HnswVectors:
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir()
-                graph_count = 0
-                if self._graph is not None:
-                    with self._graph_lock.reading():
-                        self._graph.save_index(str(tmp / "graph.bin"))
-                        graph_count = self._graph.get_current_count()
-                with self._state:  # the rows of what the saved graph holds (the rest is replayed from the log)
+                with self._state:  # the rows of what the graph holds now (the rest is replayed from the log)
                     labels = np.flatnonzero(self._alive & self._in_graph & (self._row >= 0)).astype(np.int64)
                     rows, vecs = self._row[labels], self._vecs
+                graph_count = self._graph.get_current_count() if self._graph is not None else 0
+                meta = {"log_seq": closed_seq, "dim": self.dim, "graph_count": graph_count, "rows": len(labels)}
+                writer = _start_checkpoint_writer(self._graph, tmp, labels, rows, vecs, meta)
             except OSError as exc:
                 self._resume()
                 return self._checkpoint_failed(tmp, exc)
-            self._resume()
+            self._resume()  # the graph may change again: the writer has its own copy of it
+            problem = writer.wait()
+            if problem:
+                return self._checkpoint_failed(tmp, OSError(problem))
             try:
-                out = np.lib.format.open_memmap(tmp / "rows.f16.npy", mode="w+", dtype=np.float16,
-                                                shape=(len(labels), self.dim))
-                for start in range(0, len(labels), 65536):
-                    out[start:start + 65536] = vecs[rows[start:start + 65536]]
-                out.flush()
-                del out
-                np.save(tmp / "labels.npy", labels)
-                (tmp / "meta.json").write_text(json.dumps({"log_seq": closed_seq, "dim": self.dim,
-                                                            "graph_count": graph_count, "rows": len(labels)}))
-                for child in tmp.iterdir():
-                    fsync_file(child)
-                fsync_dir(tmp)
                 os.replace(tmp, self.folder / name)
                 fsync_dir(self.folder)
                 write_atomically(self.folder / CHECKPOINT_POINTER, name)
@@ -487,3 +476,68 @@ class HnswVectors:
         self._inserter.join(timeout=30)
         self._checkpointer.join(timeout=30)
         self.log.close()
+
+
+def _write_checkpoint_files(graph: hnswlib.Index | None, tmp: Path, labels: np.ndarray, rows: np.ndarray,
+                            vecs: np.ndarray, meta: dict) -> None:
+    if graph is not None:
+        graph.save_index(str(tmp / "graph.bin"))
+    out = np.lib.format.open_memmap(tmp / "rows.f16.npy", mode="w+", dtype=np.float16,
+                                    shape=(len(labels), meta["dim"]))
+    for start in range(0, len(labels), 65536):
+        out[start:start + 65536] = vecs[rows[start:start + 65536]]
+    out.flush()
+    del out
+    np.save(tmp / "labels.npy", labels)
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    for child in tmp.iterdir():
+        fsync_file(child)
+    fsync_dir(tmp)
+
+
+class _CheckpointWriter:
+    """The checkpoint's files, written by a forked child: hnswlib's ``save_index`` holds the GIL for the
+    whole write (seconds at a million frames), so in this process every search would wait for it. The
+    child has a copy-on-write snapshot of the graph as it was at the fork (insertion was paused for that
+    instant); it writes, fsyncs and exits without running any of this process's cleanup."""
+
+    def __init__(self, graph, tmp, labels, rows, vecs, meta):
+        self._read_fd, write_fd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: no logging, no locks of the parent, only the writes
+            os.close(self._read_fd)
+            code = 0
+            try:
+                _write_checkpoint_files(graph, tmp, labels, rows, vecs, meta)
+            except BaseException as exc:  # reported to the parent through the pipe
+                os.write(write_fd, (str(exc) or type(exc).__name__).encode(errors="replace")[:4000])
+                code = 1
+            os._exit(code)
+        os.close(write_fd)
+
+    def wait(self) -> str:
+        """'' when the files are written, else why not."""
+        _, status = os.waitpid(self.pid, 0)
+        message = os.read(self._read_fd, 4000).decode(errors="replace")
+        os.close(self._read_fd)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return message or f"the checkpoint writer exited with status {status}"
+        return ""
+
+
+class _InProcessWriter:
+    def __init__(self, *args):
+        try:
+            _write_checkpoint_files(*args)
+            self.problem = ""
+        except OSError as exc:
+            self.problem = str(exc)
+
+    def wait(self) -> str:
+        return self.problem
+
+
+def _start_checkpoint_writer(graph, tmp, labels, rows, vecs, meta):
+    if hasattr(os, "fork"):
+        return _CheckpointWriter(graph, tmp, labels, rows, vecs, meta)
+    return _InProcessWriter(graph, tmp, labels, rows, vecs, meta)
