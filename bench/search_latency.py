@@ -16,6 +16,7 @@ import numpy as np
 
 from bench.inputs import CACHE_DIR
 from bench.measure import percentile
+from clipseek.types import Shot
 
 FRAMES_PER_VIDEO = 1000
 SHOT_S = 5.0
@@ -52,11 +53,10 @@ def workspace_path(count: int, dim: int, model: str) -> Path:
 def synthetic_upload(number: int, vectors: np.ndarray, model: str, frames_per_video: int = FRAMES_PER_VIDEO):
     """Video ``number`` of a synthetic library: ``len(vectors)`` frames at 1 fps, a shot every SHOT_S."""
     from clipseek.index import RangeUpload
-    from clipseek.index.records import ShotSpan
 
     n = len(vectors)
     video_id = f"{number:016x}"
-    shots = [ShotSpan(t, min(t + SHOT_S, float(n))) for t in np.arange(0.0, n, SHOT_S).tolist()]
+    shots = [Shot(t, min(t + SHOT_S, float(n))) for t in np.arange(0.0, n, SHOT_S).tolist()]
     return RangeUpload(video_id=video_id, content_hash=video_id * 4, path=f"/synthetic/video-{number:05d}.mp4",
                        duration_s=float(n), start_s=0.0, end_s=float(n), shots=shots,
                        times_s=np.arange(n, dtype=np.float64) + 0.5, vectors=vectors, model=model, width_px=1280,

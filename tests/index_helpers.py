@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from clipseek.index import RangeUpload
-from clipseek.index.records import ShotSpan
+from clipseek.types import Shot
 
 
 def unit(rows) -> np.ndarray:
@@ -23,7 +23,7 @@ class SynthVideo:
         self.content_hash = (name * 64)[:64]
         self.path = f"/media/{name}.mp4"
         self.duration_s = 3.0 * shots
-        self.spans = [ShotSpan(3.0 * s, 3.0 * (s + 1)) for s in range(shots)]
+        self.spans = [Shot(3.0 * s, 3.0 * (s + 1)) for s in range(shots)]
         self.centres = unit(rng.normal(size=(shots, dim)))
         self.times = np.arange(0.5, self.duration_s, 1.0)
         noise = 0.05 * rng.normal(size=(len(self.times), dim))
@@ -33,7 +33,7 @@ class SynthVideo:
                model: str = "test-model", **extra) -> RangeUpload:
         end_s = self.duration_s if end_s is None else end_s
         keep = (self.times >= start_s) & (self.times < end_s)
-        shots = [ShotSpan(max(s.start_s, start_s), min(s.end_s, end_s), s.start_s >= start_s)
+        shots = [Shot(max(s.start_s, start_s), min(s.end_s, end_s), s.start_s >= start_s)
                  for s in self.spans if s.end_s > start_s and s.start_s < end_s]
         return RangeUpload(video_id=self.video_id, content_hash=self.content_hash, path=path or self.path,
                            duration_s=self.duration_s, start_s=start_s, end_s=end_s, shots=shots,

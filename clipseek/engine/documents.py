@@ -11,11 +11,13 @@ from __future__ import annotations
 import numpy as np
 from docarray import DocList
 
-from clipseek.docs import Frame, Segment, Shot, VideoDoc
+from clipseek.docs import Frame, Segment, VideoDoc
+from clipseek.docs import Shot as ShotDoc
 from clipseek.index import RangeUpload
 from clipseek.index.library import SearchHit
-from clipseek.index.records import ShotSpan, VideoRecord
+from clipseek.index.records import VideoRecord
 from clipseek.media.source import RangeRead, VideoFile
+from clipseek.types import Shot
 
 
 def file_fields(doc: VideoDoc, file: VideoFile) -> VideoDoc:
@@ -35,7 +37,7 @@ def range_fields(doc: VideoDoc, read: RangeRead) -> VideoDoc:
     doc.duration_s = read.duration_s
     doc.start_s, doc.end_s = read.start_s, read.end_s
     scan = read.result.scan
-    doc.shots = DocList[Shot]([Shot(start_s=s.start_s, end_s=s.end_s, starts_at_cut=s.starts_at_cut)
+    doc.shots = DocList[ShotDoc]([ShotDoc(start_s=s.start_s, end_s=s.end_s, starts_at_cut=s.starts_at_cut)
                                for s in scan.shots])
     doc.frames = DocList[Frame]([Frame(time_s=f.time_s, shot_index=f.shot_index, pixels=f.pixels)
                                  for f in scan.frames])
@@ -53,7 +55,7 @@ def range_upload(doc: VideoDoc) -> RangeUpload:
         video_id=doc.video_id, content_hash=doc.content_hash, path=doc.path, duration_s=doc.duration_s,
         start_s=doc.start_s if doc.start_s is not None else 0.0,
         end_s=doc.end_s if doc.end_s is not None else doc.duration_s,
-        shots=[ShotSpan(s.start_s, s.end_s, s.starts_at_cut) for s in doc.shots],
+        shots=[Shot(s.start_s, s.end_s, s.starts_at_cut) for s in doc.shots],
         times_s=np.array([f.time_s for f in embedded], dtype=np.float64), vectors=vectors, model=doc.model,
         size_bytes=int(doc.size_bytes), width_px=doc.width_px, height_px=doc.height_px, fps=doc.fps,
         force=doc.force, generation=doc.generation)

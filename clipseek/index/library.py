@@ -34,8 +34,9 @@ from clipseek.errors import ClipseekError, QueryError
 from clipseek.index.backend import Backend, Change, FrameBatch, ModelIdentity
 from clipseek.index.clips import Clip, HitShot, Margin, clips_from_hits, shots_of_hits
 from clipseek.index.metadata import MetadataRow, match_keys, merged, query_terms, rrf
-from clipseek.index.records import RANGE_EPSILON_S, Piece, ShotSpan, VideoRecord, is_finite, replace_range
+from clipseek.index.records import RANGE_EPSILON_S, Piece, VideoRecord, is_finite, replace_range
 from clipseek.index.topics import ShotTopic, TopicTime, Vocabulary, label_vectors, seconds_per_topic, tag_shots
+from clipseek.types import Shot
 
 logger = logging.getLogger("clipseek.index")
 
@@ -59,7 +60,7 @@ class RangeUpload:
     duration_s: float
     start_s: float
     end_s: float
-    shots: list[ShotSpan] = field(default_factory=list)
+    shots: list[Shot] = field(default_factory=list)
     times_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     model: str = ""

@@ -21,7 +21,8 @@ import numpy as np
 
 from clipseek.index.backend import Change, ModelIdentity
 from clipseek.index.embedded.files import FORMAT, fsync_dir, fsync_file, write_atomically
-from clipseek.index.records import Piece, ShotSpan, VideoRecord
+from clipseek.index.records import Piece, VideoRecord
+from clipseek.types import Shot
 
 logger = logging.getLogger("clipseek.index")
 
@@ -69,7 +70,7 @@ def migrate_snapshot_workspace(workspace: Path) -> bool:
     catalog = SqlCatalog(staging / "catalog.sqlite3")
     change = Change(model=ModelIdentity(meta.get("model", ""), dim) if dim else None)
     for video in meta["videos"]:
-        shots = tuple(ShotSpan(float(s["start_s"]), float(s["end_s"]), bool(s.get("starts_at_cut", True)))
+        shots = tuple(Shot(float(s["start_s"]), float(s["end_s"]), bool(s.get("starts_at_cut", True)))
                       for s in video.get("shots", []))
         pieces = []
         for start_s, end_s in video.get("ranges", []):

@@ -34,8 +34,9 @@ from clipseek.index.backend import Change, IndexWriteError, ModelIdentity
 from clipseek.index.clips import FrameHit
 from clipseek.index.locks import WorkspaceLock
 from clipseek.index.metadata import SOURCES, bm25, indexable_text, stem
-from clipseek.index.records import Piece, ShotSpan, VideoRecord
+from clipseek.index.records import Piece, VideoRecord
 from clipseek.index.topics import Label, ShotTopic, Vocabulary
+from clipseek.types import Shot
 
 logger = logging.getLogger("clipseek.index")
 
@@ -113,7 +114,7 @@ class QdrantBackend:
         pieces: dict[str, list[Piece]] = {}
         for point in self._scroll(self.catalog, [self._match("kind", "piece"), self._match("video_id", ids)]):
             p = point.payload
-            shots = tuple(ShotSpan(float(a), float(b), bool(cut)) for a, b, cut in p["shots"])
+            shots = tuple(Shot(float(a), float(b), bool(cut)) for a, b, cut in p["shots"])
             pieces.setdefault(p["video_id"], []).append(Piece(p["start_s"], p["end_s"], shots, p["indexed_at"]))
         records = []
         for point in video_points:

@@ -15,16 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from clipseek.types import Shot
+
 RANGE_EPSILON_S = 0.05  # range edges this close count as touching (container durations are not exact)
-
-
-@dataclass(frozen=True)
-class ShotSpan:
-    """A continuous take, ``start_s`` inclusive to ``end_s`` exclusive."""
-
-    start_s: float
-    end_s: float
-    starts_at_cut: bool = True  # False: starts at a range edge, not a real cut (joined to the shot before)
 
 
 @dataclass(frozen=True)
@@ -33,7 +26,7 @@ class Piece:
 
     start_s: float
     end_s: float
-    shots: tuple[ShotSpan, ...] = ()
+    shots: tuple[Shot, ...] = ()
     indexed_at: str = ""
 
     def overlaps(self, start_s: float, end_s: float) -> bool:
@@ -44,7 +37,7 @@ class Piece:
         lo, hi = max(self.start_s, start_s), min(self.end_s, end_s)
         if hi - lo <= RANGE_EPSILON_S:
             return None
-        shots = tuple(ShotSpan(max(s.start_s, lo), min(s.end_s, hi), s.starts_at_cut and s.start_s >= lo)
+        shots = tuple(Shot(max(s.start_s, lo), min(s.end_s, hi), s.starts_at_cut and s.start_s >= lo)
                       for s in self.shots if s.end_s > lo and s.start_s < hi)
         return Piece(lo, hi, shots, self.indexed_at)
 
@@ -77,7 +70,7 @@ class VideoRecord:
         return self._derived["ranges"]
 
     @property
-    def shots(self) -> list[ShotSpan]:
+    def shots(self) -> list[Shot]:
         """Every shot, in time order; a shot cut by a range edge is joined again."""
         if "shots" not in self._derived:
             self._derived["shots"] = join_shots([s for p in self.pieces for s in p.shots])
@@ -111,12 +104,12 @@ def merge_ranges(ranges: list[list[float]]) -> list[list[float]]:
     return merged
 
 
-def join_shots(shots: list[ShotSpan]) -> list[ShotSpan]:
+def join_shots(shots: list[Shot]) -> list[Shot]:
     """Sort shots; join a shot that starts at a range edge (not a cut) to the one before it."""
-    joined: list[ShotSpan] = []
+    joined: list[Shot] = []
     for shot in sorted(shots, key=lambda s: s.start_s):
         if joined and not shot.starts_at_cut and abs(joined[-1].end_s - shot.start_s) <= RANGE_EPSILON_S:
-            joined[-1] = ShotSpan(joined[-1].start_s, shot.end_s, joined[-1].starts_at_cut)
+            joined[-1] = Shot(joined[-1].start_s, shot.end_s, joined[-1].starts_at_cut)
         else:
             joined.append(shot)
     return joined

@@ -33,6 +33,7 @@ import numpy as np
 
 from clipseek.media.cuts import AdaptiveCut, ChromaCutDetector, FrameLook, drift, look_at
 from clipseek.media.video import DecodedFrame
+from clipseek.types import Shot
 
 logger = logging.getLogger("clipseek.media.shots")
 
@@ -90,18 +91,10 @@ class SampledFrame:
 
 
 @dataclass
-class ShotRecord:
-    start_s: float
-    end_s: float
-    starts_at_cut: bool
-    num_samples: int = 0
-
-
-@dataclass
 class ShotScan:
     """The result of a pass: shots in time order, sampled frames in time order."""
 
-    shots: list[ShotRecord] = field(default_factory=list)
+    shots: list[Shot] = field(default_factory=list)
     frames: list[SampledFrame] = field(default_factory=list)
     num_decoded: int = 0
 
@@ -332,7 +325,7 @@ class _Picker:
         scan = ShotScan(num_decoded=sampler.num_decoded)
         edges = [start, *cuts, end]
         for i in range(len(edges) - 1):
-            scan.shots.append(ShotRecord(edges[i], edges[i + 1], starts_at_cut=at_start if i == 0 else True))
+            scan.shots.append(Shot(edges[i], edges[i + 1], starts_at_cut=at_start if i == 0 else True))
         picks = [(t, p) for t, p in self.picks if start <= t < end]
         if not picks and self.first_bright is not None:
             # Every frame of a short range inside a still shot may have been chosen in a range before
@@ -341,7 +334,6 @@ class _Picker:
         for time_s, pixels in picks:
             index = sum(1 for c in cuts if c <= time_s)
             scan.frames.append(SampledFrame(time_s, index, pixels))
-            scan.shots[index].num_samples += 1
         return scan
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clipseek.errors import MediaPathError, VideoOpenError
@@ -135,7 +135,7 @@ class MediaSource:
         duration = file.info.duration_s
         if end is None:  # the container does not say how long the video is: the frames do
             end = scan.frames[-1].time_s + (1.0 / file.info.fps if file.info.fps else 0.04)
-            scan.shots[-1].end_s = end
+            scan.shots[-1] = replace(scan.shots[-1], end_s=end)
             duration = end
         return RangeRead(file, start, end, duration, result)
 

@@ -21,8 +21,9 @@ import numpy as np
 
 from clipseek.index.backend import Change, ModelIdentity
 from clipseek.index.metadata import fts_query, indexable_text
-from clipseek.index.records import Piece, ShotSpan, VideoRecord
+from clipseek.index.records import Piece, VideoRecord
 from clipseek.index.topics import Label, ShotTopic, Vocabulary
+from clipseek.types import Shot
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -71,12 +72,12 @@ class CatalogState:
     frame_times: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
 
 
-def shots_json(shots: tuple[ShotSpan, ...]) -> str:
+def shots_json(shots: tuple[Shot, ...]) -> str:
     return json.dumps([[s.start_s, s.end_s, s.starts_at_cut] for s in shots])
 
 
-def shots_from_json(text: str) -> tuple[ShotSpan, ...]:
-    return tuple(ShotSpan(float(a), float(b), bool(cut)) for a, b, cut in json.loads(text))
+def shots_from_json(text: str) -> tuple[Shot, ...]:
+    return tuple(Shot(float(a), float(b), bool(cut)) for a, b, cut in json.loads(text))
 
 
 class SqlCatalog:
