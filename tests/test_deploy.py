@@ -65,12 +65,12 @@ def env_names(cls: type) -> set[str]:
 
 
 def web_setting_names() -> set[str]:
-    """The fields of WebSettings in web/app.py (read, not imported: importing runs the page)."""
-    tree = ast.parse((REPO / "web" / "app.py").read_text())
+    """The fields of WebSettings in web/common.py (read, not imported)."""
+    tree = ast.parse((REPO / "web" / "common.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "WebSettings":
             return {f"CLIPSEEK_{s.target.id.upper()}" for s in node.body if isinstance(s, ast.AnnAssign)}
-    raise AssertionError("web/app.py has no WebSettings")
+    raise AssertionError("web/common.py has no WebSettings")
 
 
 def flow() -> dict:

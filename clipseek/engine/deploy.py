@@ -27,13 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from clipseek import __version__
+from clipseek.engine.services import SERVICES, setting_names
 
 DEFAULT_IMAGE = f"clipseek:{__version__}"
 RUN_AS_UID = 10001  # the `clipseek` user of docker/Dockerfile
 MEDIA_MOUNT = "/media"
 WORKSPACE_MOUNT = "/data/workspace"
-LOADER, IMAGE_ENCODER, TEXT_ENCODER, INDEXER = "video_loader", "image_encoder", "text_encoder", "indexer"
-ENCODERS = (IMAGE_ENCODER, TEXT_ENCODER)
+ENCODERS = tuple(name for name, s in SERVICES.items() if s.runs_model)
+READS_MEDIA = tuple(name for name, s in SERVICES.items() if s.reads_media)
+[INDEXER] = [name for name, s in SERVICES.items() if s.holds_index]
 JINA_EXECUTOR_PORT = 8080  # where jina's export puts every executor in its pod
 API_KEY_SECRET = "clipseek-api-key"  # the Secret holding the gateway's key, under API_KEY_FIELD
 API_KEY_FIELD = "api-key"
@@ -82,7 +84,7 @@ def _flow_definition(flow_path: Path | None) -> tuple[dict[str, Any], dict[str, 
 
     path = Path(flow_path) if flow_path else REPO_ROOT / "flow.yml"
     written = {e["name"]: e["uses"] for e in yaml.safe_load(path.read_text()).get("executors", [])}
-    missing = sorted({LOADER, *ENCODERS, INDEXER} - set(written))
+    missing = sorted(set(SERVICES) - set(written))
     if missing:
         raise ValueError(f"{path} has no executor named {', '.join(missing)}")
     return flow_config(ServeSettings(flow=str(path))), written
@@ -124,7 +126,7 @@ def _export_config(options: K8sOptions, config: dict[str, Any]) -> dict[str, Any
         name = executor["name"]
         executor["uses"] = f"docker://{options.image}"
         executor["env"] = {"JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1", **options.env}
-        if name == LOADER:
+        if "media_roots" in setting_names(name):
             executor["env"]["CLIPSEEK_MEDIA_ROOTS"] = MEDIA_MOUNT
         if name in ENCODERS:
             executor["replicas"] = options.encoder_replicas
@@ -209,7 +211,7 @@ def _adapt(doc: dict[str, Any], options: K8sOptions, uses: dict[str, str], ports
     container["startupProbe"] = _probe(alive, period_s=10, failures=90)  # 15 min: first model download
     container["readinessProbe"] = _probe(ready, period_s=10, failures=3)
     container["livenessProbe"] = _probe(alive, period_s=30, failures=3)
-    if executor in (LOADER, INDEXER) and pod_type == "WORKER":  # the indexer tells a copy from a move
+    if executor in READS_MEDIA and pod_type == "WORKER":  # (the indexer tells a copied file from a moved one)
         pod["volumes"] = [{"name": "media", "persistentVolumeClaim": {"claimName": options.media_claim,
                                                                       "readOnly": True}}]
         container["volumeMounts"] = [{"name": "media", "mountPath": MEDIA_MOUNT, "readOnly": True}]
