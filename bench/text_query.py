@@ -58,6 +58,7 @@ def measure_text_query(model: str, pretrained: str, precision: str, queries: int
 
     from clipseek.docs import Query
     from clipseek.model.clip import torch_threads
+    from clipseek.model.open_clip_compat import encode_real_tokens
 
     encoder = Executor.load_config(str(REPO / "services" / "text_encoder" / "config.yml"),
                                    uses_with={"model": model, "pretrained": pretrained, "precision": precision,
@@ -74,7 +75,7 @@ def measure_text_query(model: str, pretrained: str, precision: str, queries: int
 
     def transformer(tokens, count: int) -> None:
         with torch.inference_mode(), torch_threads(count):
-            torch.nn.functional.normalize(clip._encode_real_tokens(tokens).float(), dim=-1).numpy()
+            torch.nn.functional.normalize(encode_real_tokens(clip.model, tokens).float(), dim=-1).numpy()
 
     for i, text in enumerate(texts):
         started = time.perf_counter()

@@ -94,7 +94,7 @@ def test_a_local_checkpoint_loads_through_the_same_path_as_real_weights(tiny, tm
 def test_int8_quantises_the_transformer_mlps_and_keeps_embeddings_close(tiny):
     import torch
 
-    from clipseek.model.clip import mlp_linears, quantize_int8
+    from clipseek.model.open_clip_compat import mlp_linears, quantize_int8
 
     names = mlp_linears(tiny.model)
     assert names and all(".mlp." in f".{n}." for n in names)  # both towers' c_fc and c_proj

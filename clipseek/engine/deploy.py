@@ -15,13 +15,11 @@ replicas). jina's indexer *shards* are not offered: they returned unsorted and d
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,36 +86,6 @@ def _flow_definition(flow_path: Path | None) -> tuple[dict[str, Any], dict[str, 
     if missing:
         raise ValueError(f"{path} has no executor named {', '.join(missing)}")
     return flow_config(ServeSettings(flow=str(path))), written
-
-
-@contextlib.contextmanager
-def _jina_export_offline(image: str) -> Iterator[None]:
-    """jina's export asks Jina Hub for each image's name and Docker Hub for its own version tag (a
-    label it never writes out). Here every image is ours and nothing is asked."""
-    from jina.constants import __default_executor__
-    from jina.orchestrate.deployments.config import docker_compose, helper, k8s
-
-    def image_name(uses: str | None) -> str:
-        if isinstance(uses, str) and uses.startswith("docker://"):
-            return uses.removeprefix("docker://")
-        if uses is None or uses == __default_executor__ or "Gateway" in uses:
-            return image  # the gateway and the shard head run jina's own code: it is in our image
-        raise ValueError(f"only docker:// executors can be exported offline, got {uses!r}")
-
-    def no_hub(uses: str) -> str:
-        raise ValueError(f"refusing to look {uses!r} up on Jina Hub")
-
-    patches = [(module, "resolve_image_name", image_name) for module in (k8s, docker_compose)]
-    patches += [(module, "get_base_executor_version", lambda: "unused") for module in (k8s, docker_compose)]
-    patches += [(helper, "get_image_name", no_hub), (docker_compose, "get_image_name", no_hub)]
-    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
-    try:
-        for module, name, replacement in patches:
-            setattr(module, name, replacement)
-        yield
-    finally:
-        for module, name, original in saved:
-            setattr(module, name, original)
 
 
 def _export_config(options: K8sOptions, config: dict[str, Any]) -> dict[str, Any]:
@@ -265,19 +233,19 @@ def kubernetes_manifests(options: K8sOptions, flow_path: Path | None = None,
     by default those of ``clipseek serve``."""
     import yaml
 
-    from clipseek.engine.serve import ServeSettings, quiet_jina_environment
+    from clipseek.engine.jina_compat import export_offline
+    from clipseek.engine.serve import ServeSettings
 
     if ports is None:
         ports = (ServeSettings.grpc_port, ServeSettings.http_port)
     config, uses = _flow_definition(flow_path)
-    quiet_jina_environment()
     from jina import Flow
 
     manifests: dict[str, list[dict[str, Any]]] = {
         "namespace.yml": [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace}}],
         "secret.yml": [_api_key_secret(options)],
         "network-policy.yml": [_executors_policy(options)]}
-    with tempfile.TemporaryDirectory(prefix="clipseek-k8s-") as tmp, _jina_export_offline(options.image):
+    with tempfile.TemporaryDirectory(prefix="clipseek-k8s-") as tmp, export_offline(options.image):
         flow = Flow.load_config(_export_config(options, config))
         flow.logger.logger.setLevel(logging.WARNING)  # it would announce files "created under" our temp folder
         flow.to_kubernetes_yaml(tmp, k8s_namespace=options.namespace)

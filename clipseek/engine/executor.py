@@ -83,16 +83,6 @@ def exit_with_parent(argv: list[str]) -> list[str]:
     return argv
 
 
-def skip_jina_start_lock() -> None:
-    """Executor classes defined from now on (the service jina imports when it starts it) take no start-up
-    lock. jina serialises the ``__init__`` of executors of the same class on one machine with a file lock
-    in ``~/.cache/jina/locks`` and waits for it without a timeout; clipseek serve runs one process per
-    executor, so that lock only ever made a start wait for a process left over from another run."""
-    import jina.serve.executors as executors
-
-    executors.avoid_concurrent_lock_cls = lambda cls: (lambda init: init)
-
-
 def main(argv: list[str] | None = None) -> int:
     import multiprocessing
 
@@ -107,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args.port_monitoring = args.port_monitoring[0]
     if uses_with:
         args.uses_with = json.loads(uses_with)
+    from clipseek.engine.jina_compat import skip_jina_start_lock
+
     skip_jina_start_lock()
     ready = multiprocessing.Event()
     run(name=args.name, args=args, runtime_cls=args.runtime_cls, envs={}, is_started=multiprocessing.Event(),

@@ -74,15 +74,6 @@ def jina_environment() -> dict[str, str]:
     return env
 
 
-def quiet_jina_environment() -> None:
-    """jina sends telemetry unless told not to; a self-hosted engine must not call out. For code that
-    runs jina in this process (the Kubernetes export); ``clipseek serve`` gives its processes
-    JINA_QUIET in their environment instead. (The one place clipseek writes to os.environ: jina
-    offers no other switch.)"""
-    for name, value in JINA_QUIET.items():
-        os.environ.setdefault(name, value)
-
-
 def flow_config(settings: ServeSettings, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """flow.yml as a dict, with the ports from the settings and service paths made absolute.
 

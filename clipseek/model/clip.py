@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from clipseek.errors import ModelLoadError
+from clipseek.model.open_clip_compat import causal_text_tower, encode_real_tokens, quantize_int8
 from clipseek.model.spec import OPENAI_MEAN, OPENAI_STD, ModelSpec, image_size_of_config, resolve_model
 from clipseek.model.towers import TOWERS, build_and_load
 from clipseek.torch_free import keep_compilers_out, let_torch_in
@@ -44,37 +45,6 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def mlp_linears(model) -> set[str]:
-    """Names of the plain ``nn.Linear`` modules inside transformer MLPs (``...mlp.c_fc``, ...):
-    the ones whose callers only call them, so they can be swapped for quantised modules."""
-    import torch
-
-    return {name for name, module in model.named_modules()
-            if type(module) is torch.nn.Linear and ".mlp." in f".{name}."}
-
-
-def quantize_int8(model):
-    """The model with the ``nn.Linear`` layers of its transformer MLPs replaced by int8 dynamically
-    quantised ones (weights int8, activations quantised per batch; CPU only, fbgemm uses VNNI where
-    the CPU has it). That is two thirds of a ViT's FLOPs; attention (whose packed projections are
-    read as tensors), convolutions and pooling heads stay fp32. docs/benchmarks.md has the speed and
-    the cosine to fp32."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():  # torch >= 2.10 points at torchao; this API still works
-        warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(model, mlp_linears(model), dtype=torch.qint8)
-    for module in quantized.modules():
-        # open_clip reads the cast dtype from mlp.c_fc.weight, a method once quantised; it checks
-        # this attribute first (its own bitsandbytes int8 path sets it too).
-        fc = getattr(getattr(module, "mlp", None), "c_fc", None)
-        if fc is not None and not isinstance(getattr(fc, "weight", None), torch.Tensor):
-            fc.int8_original_dtype = torch.float32
-    return quantized
-
-
 OFFLINE_HINT = ("If this machine is offline, download the checkpoint elsewhere and point at the file: "
                 "CLIPSEEK_PRETRAINED=/path/to/open_clip_model.safetensors (or pretrained: in flow.yml)")
 
@@ -85,8 +55,6 @@ def _weights_file(open_clip, spec: ModelSpec) -> tuple[str | None, dict]:
     if spec.pretrained is None:
         return None, {}
     if spec.is_local_file:
-        # Everything is local: make sure no hub lookup waits on the network.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         return str(Path(spec.pretrained).expanduser()), {}
     if os.sep in spec.pretrained or spec.pretrained.endswith((".pt", ".pth", ".bin", ".safetensors")):
         raise ModelLoadError(f"checkpoint file not found: {spec.pretrained}")
@@ -230,11 +198,6 @@ class ClipModel:
             raise RuntimeError(f"{self.spec.name} was loaded with its {self.towers} tower only: it cannot embed texts")
         return self.tokenizer(texts)
 
-    def _causal_text_tower(self) -> bool:
-        m = self.model
-        return (getattr(m, "attn_mask", None) is not None and getattr(m, "token_embedding", None) is not None
-                and getattr(m, "text_pool_type", "argmax") == "argmax")
-
     def encode_texts(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Embed texts; float32 N x dim, unit length.
 
@@ -248,8 +211,8 @@ class ClipModel:
         with torch.inference_mode(), torch_threads(self.text_threads):
             for start in range(0, len(texts), batch_size):
                 tokens = self.tokenize(texts[start:start + batch_size]).to(self.device)
-                if self._causal_text_tower():
-                    features = self._encode_real_tokens(tokens)
+                if causal_text_tower(self.model):
+                    features = encode_real_tokens(self.model, tokens)
                 else:
                     features = self.model.encode_text(tokens)
                 out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
@@ -263,19 +226,6 @@ class ClipModel:
             features = self.model.encode_text(self.tokenize(texts).to(self.device))
             return torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy()
 
-    def _encode_real_tokens(self, tokens):
-        m = self.model
-        length = int((tokens != 0).sum(dim=1).max().item()) or 1
-        tokens = tokens[:, :length]
-        cast_dtype = m.transformer.get_cast_dtype()
-        x = m.token_embedding(tokens).to(cast_dtype)
-        x = x + m.positional_embedding[:length].to(cast_dtype)
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
-        x = m.ln_final(x)
-        x = x[np.arange(x.shape[0]), tokens.argmax(dim=-1)]
-        if m.text_projection is not None:
-            x = m.text_projection(x) if hasattr(m.text_projection, "weight") else x @ m.text_projection
-        return x
 
 
 _MODELS: dict[tuple, ClipModel] = {}

@@ -96,6 +96,8 @@ class SqlCatalog:
                 self.db.execute("UPDATE paths SET stem = ? WHERE path = ?", (PurePosixPath(path).stem, path))
         self.db.execute("CREATE INDEX IF NOT EXISTS paths_by_stem ON paths (stem)")
         self._readers = threading.local()  # reads from search threads go through their own connections
+        self._reader_list: list[sqlite3.Connection] = []  # all of them, to close them with the catalogue
+        self._reader_lock = threading.Lock()
         version = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if version is None:
             self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -207,6 +209,8 @@ class SqlCatalog:
         db = getattr(self._readers, "db", None)
         if db is None:
             db = self._readers.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            with self._reader_lock:
+                self._reader_list.append(db)
         return db
 
     def metadata_rows(self, matches: list[str]) -> dict[str, dict[str, dict]]:
@@ -316,7 +320,14 @@ class SqlCatalog:
         self.db.execute("DELETE FROM tombstones WHERE generation < ?", (older_than,))
 
     def close(self) -> None:
-        reader = getattr(self._readers, "db", None)
-        if reader is not None:
-            reader.close()
+        """Close every connection; the last one folds the WAL into the database file, so the next start
+        does not begin by checkpointing what this one wrote."""
+        with self._reader_lock:
+            for reader in self._reader_list:
+                reader.close()
+            self._reader_list.clear()
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:  # (a full disk, say) the WAL stays and is folded in at the next start
+            pass
         self.db.close()

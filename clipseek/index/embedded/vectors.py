@@ -121,8 +121,14 @@ class HnswVectors:
             self._checkpoint_bytes = sum(f.stat().st_size for f in ckpt.iterdir())
             self.dim = int(meta["dim"])
             labels = np.load(ckpt / "labels.npy").astype(np.int64)
-            self._vecs = np.load(ckpt / "rows.f16.npy")
-            self._rows = len(self._vecs)
+            stored = np.load(ckpt / "rows.f16.npy", mmap_mode="r")
+            self._rows = len(stored)
+            # room to grow: doubling a full copy later would cost a commit seconds at a million frames
+            self._vecs = np.empty((self._rows + max(1024, self._rows // 4), stored.shape[1]), dtype=np.float16)
+            for start in range(0, self._rows, 65536):
+                end = min(start + 65536, self._rows)
+                self._vecs[start:end] = stored[start:end]
+            del stored
             if (ckpt / "graph.bin").is_file():
                 count = int(meta.get("graph_count", len(labels)))
                 graph = hnswlib.Index(space=self.settings.space, dim=self.dim)
@@ -172,10 +178,16 @@ class HnswVectors:
         self._in_graph = _grown(self._in_graph, size, False)
         self._row = _grown(self._row, size, -1)
 
-    def _add_rows(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        if self._vecs.shape[1] != self.dim:
-            self._vecs = np.zeros((0, self.dim), dtype=np.float16)
-        self._vecs = _grown(self._vecs, self._rows + len(labels), 0)
+    def _room_for(self, count: int) -> np.ndarray:
+        """The float16 copy with room for ``count`` more rows: the same array, or a larger copy of it
+        (made by the one writer without holding the lock that searches take; swapped in under it)."""
+        vecs = self._vecs
+        if vecs.shape[1] != self.dim:
+            return np.zeros((max(1024, count), self.dim), dtype=np.float16)
+        return _grown(vecs, self._rows + count, 0)
+
+    def _add_rows(self, labels: np.ndarray, vectors: np.ndarray, room: np.ndarray | None = None) -> None:
+        self._vecs = room if room is not None else self._room_for(len(labels))
         self._vecs[self._rows: self._rows + len(labels)] = vectors
         self._row[labels] = np.arange(self._rows, self._rows + len(labels))
         self._rows += len(labels)
@@ -192,13 +204,16 @@ class HnswVectors:
 
     def publish(self, added_labels: np.ndarray, added_vectors: np.ndarray, deleted_labels: np.ndarray) -> None:
         """Make a committed change visible: new vectors searchable at once, deleted ones gone."""
+        room = None
+        if len(added_labels):
+            self.dim = self.dim or added_vectors.shape[1]
+            room = self._room_for(len(added_labels))  # a copy, when the array is full: outside the lock
         with self._state:
             if len(added_labels):
-                self.dim = self.dim or added_vectors.shape[1]
                 self._ensure(int(added_labels.max()) + 1)
                 self.max_label = max(self.max_label, int(added_labels.max()))
                 self._alive[added_labels] = True
-                self._add_rows(added_labels, added_vectors)
+                self._add_rows(added_labels, added_vectors, room)
                 self._pending.append(added_labels)
                 self._pending_vecs.append(added_vectors)
             if len(deleted_labels):
