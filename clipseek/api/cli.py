@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clipseek.api.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.api.format import format_time, segment_json
-from clipseek.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.engine.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import AuthenticationError, ClipseekError, FlowUnavailableError, QueryError
 
