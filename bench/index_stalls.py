@@ -46,7 +46,8 @@ def event(name: str) -> None:
 
 def watch_the_index() -> None:
     """Wrap the writer's steps so that each leaves an event (the index code itself is unchanged)."""
-    writer, wait, insert = vectors._CheckpointWriter.__init__, vectors._CheckpointWriter.wait, vectors.HnswVectors._insert
+    writer, wait = vectors._CheckpointWriter.__init__, vectors._CheckpointWriter.wait
+    insert = vectors.HnswVectors._insert
 
     def writer_init(self, *args):
         event("fork starts")
