@@ -113,7 +113,7 @@ def test_image_encoder_embeds_frames_drops_pixels_and_skips_failed_docs(image_en
     no_pixels = VideoDoc(uri="c", frames=DocList[Frame]([Frame(time_s=0.0)]))
     docs = image_encoder.encode(DocList[VideoDoc]([ok, failed, no_pixels]))
     assert all(f.pixels is None and f.embedding.shape == (64,) for f in docs[0].frames)
-    assert docs[0].model == "clipseek-tiny" and docs[1].frames[0].embedding is None
+    assert docs[0].model == "clipseek-tiny [random]" and docs[1].frames[0].embedding is None
     assert docs[2].frames[0].embedding is None
 
 

@@ -9,9 +9,19 @@ pyproject.toml), and to be checked when that pin moves (tests/test_clip_model.py
 - ``quantize_int8``: dynamic int8 quantisation of the MLPs; open_clip reads the cast dtype from
   ``mlp.c_fc.weight``, a method once quantised, and checks ``int8_original_dtype`` first (its own
   bitsandbytes path sets it), so this sets that attribute.
+- ``hf_text_overrides`` / ``hf_tokenizer``: a model whose text tower is a Hugging Face model
+  (``text_cfg.hf_model_name``, e.g. ``xlm-roberta-base``) is built from that hub id even when its
+  weights come from a file (``HFTextEncoder`` calls ``AutoConfig.from_pretrained(hf_model_name)``), and
+  ``get_tokenizer`` reads ``hf_tokenizer_name`` from the hub too; only a ``local-dir:`` model reads its
+  tokenizer from a directory, and it still builds the text model from the hub id. So, for a local model
+  directory, clipseek gives ``create_model`` a ``text_cfg`` whose two names are the directory (with
+  ``hf_model_pretrained`` off: the CLIP checkpoint holds the text weights) and builds the tokenizer as
+  ``get_tokenizer``'s ``local-dir:`` branch does.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -66,3 +76,24 @@ def quantize_int8(model):
         if fc is not None and not isinstance(getattr(fc, "weight", None), torch.Tensor):
             fc.int8_original_dtype = torch.float32
     return quantized
+
+
+def hf_text_overrides(config: dict, hf_dir: Path | None, towers: str) -> dict:
+    """``create_model`` keyword arguments that build a Hugging Face text tower from the local directory
+    ``hf_dir`` (its ``config.json``) instead of the hub; {} when there is nothing to redirect."""
+    text_cfg = config.get("text_cfg", {})
+    if hf_dir is None or not text_cfg.get("hf_model_name") or towers == "image":
+        return {}
+    return {"text_cfg": {**text_cfg, "hf_model_name": str(hf_dir), "hf_tokenizer_name": str(hf_dir),
+                         "hf_model_pretrained": False}}
+
+
+def hf_tokenizer(config: dict, hf_dir: Path):
+    """The tokenizer of a Hugging Face text tower, read from ``hf_dir`` (``tokenizer.json`` and, when
+    present, ``tokenizer_config.json``/``special_tokens_map.json``), with the config's context length,
+    mode and keyword arguments, as open_clip's ``get_tokenizer`` builds it for a ``local-dir:`` model."""
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
+
+    text_cfg = config.get("text_cfg", {})
+    return HFTokenizer(str(hf_dir), context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+                       tokenizer_mode=text_cfg.get("tokenizer_mode"), **text_cfg.get("tokenizer_kwargs", {}))
