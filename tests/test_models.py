@@ -135,6 +135,9 @@ def test_a_hugging_face_text_tower_loads_offline_from_its_directory_and_agrees_w
         frames = np.random.default_rng(0).integers(0, 255, size=(2, 32, 32, 3), dtype=np.uint8)
         assert image.encode_frames(frames).shape == (2, 16)
     assert np.abs(ours - theirs).max() < 1e-5
+    # one at a time too, so that short texts really run on fewer tokens than the context
+    for row, caption in zip(theirs, texts, strict=True):
+        assert np.abs(text.encode_texts([caption])[0] - row).max() < 1e-5
     assert text.identity == image.identity
     assert text.identity.startswith("tiny-xlmr-clip [tiny-xlmr-clip-weights sha256:")
 
@@ -172,3 +175,12 @@ def test_expected_identity_names_the_weights_and_hashes_local_files(tiny_hf_mode
     assert (identity, dim) == (f"tiny-xlmr-clip [tiny-xlmr-clip-weights sha256:{digest}]", 16)
     demo, _ = expected_identity("demo", None)
     assert demo.startswith("clipseek-demo [clipseek-demo.safetensors sha256:")
+
+
+def test_the_multilingual_tag_offline_says_to_use_a_model_directory(monkeypatch):
+    pytest.importorskip("transformers")
+    from clipseek.model.clip import ClipModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as conftest: no download may start (the error comes at once)
+    with pytest.raises(ModelLoadError, match="config.json and tokenizer.json"):
+        ClipModel(resolve_model("multilingual", None), "cpu", "fp32", towers="text")

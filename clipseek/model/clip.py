@@ -27,6 +27,7 @@ from clipseek.model.open_clip_compat import (
     hf_text_overrides,
     hf_tokenizer,
     quantize_int8,
+    trim_hf_padding,
 )
 from clipseek.model.spec import (
     MULTILINGUAL_EXTRA,
@@ -247,7 +248,7 @@ class ClipModel:
                 if causal_text_tower(self.model):
                     features = encode_real_tokens(self.model, tokens)
                 else:
-                    features = self.model.encode_text(tokens)
+                    features = self.model.encode_text(trim_hf_padding(self.model, tokens))
                 out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 
