@@ -96,6 +96,24 @@ def test_the_indexer_refuses_to_start_on_a_workspace_of_another_model(tmp_path):
         load("indexer", workspace=str(tmp_path / "ws"), model="demo")
 
 
+def test_the_indexer_answers_a_query_of_another_model_with_an_error_and_keeps_serving(tmp_path):
+    from docarray import DocList
+    from test_executors import load
+
+    from clipseek.docs import Query
+
+    indexer = load("indexer", workspace=str(tmp_path / "ws"), model=TINY_MODEL, pretrained="none")
+    video = SynthVideo("a", dim=64)
+    indexer.library.index_range(video.upload(model="clipseek-tiny [random]"))
+    query = video.vectors[0]
+    wrong, right = indexer.search(DocList[Query]([Query(text="x", embedding=query, model=DEMO, top_k=3),
+                                                  Query(text="x", embedding=query, model="clipseek-tiny [random]",
+                                                        top_k=3)]))
+    assert "clipseek-demo [" in wrong.error and "clipseek-tiny [random]" in wrong.error and not wrong.segments
+    assert not right.error and right.segments[0].video_id == "a" and right.segments[0].start_s == 0.0
+    indexer.close()
+
+
 @pytest.mark.slow
 def test_the_engine_does_not_start_on_a_workspace_of_another_model(tmp_path, media_dir):
     from clipseek.index import Library, open_backend
