@@ -184,3 +184,14 @@ def test_the_multilingual_tag_offline_says_to_use_a_model_directory(monkeypatch)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as conftest: no download may start (the error comes at once)
     with pytest.raises(ModelLoadError, match="config.json and tokenizer.json"):
         ClipModel(resolve_model("multilingual", None), "cpu", "fp32", towers="text")
+
+
+def test_a_hugging_face_text_tower_runs_in_bf16_too(tiny_hf_model):
+    """open_clip's bf16 leaves the Hugging Face LayerNorms in fp32 and fails; the tower is cast whole."""
+    from clipseek.model.clip import ClipModel
+
+    config_file, folder = tiny_hf_model
+    texts = ["a red circle", "红色圆形"]
+    fp32 = ClipModel(resolve_model(str(config_file), str(folder)), "cpu", "fp32", towers="text").encode_texts(texts)
+    bf16 = ClipModel(resolve_model(str(config_file), str(folder)), "cpu", "bf16", towers="text").encode_texts(texts)
+    assert bf16.dtype == np.float32 and (fp32 * bf16).sum(axis=1).min() > 0.99

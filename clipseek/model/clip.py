@@ -24,6 +24,7 @@ from clipseek.errors import ModelLoadError
 from clipseek.model.open_clip_compat import (
     causal_text_tower,
     encode_real_tokens,
+    hf_text_in_precision,
     hf_text_overrides,
     hf_tokenizer,
     quantize_int8,
@@ -159,6 +160,8 @@ class ClipModel:
             hint = f" {OFFLINE_HINT}" if hf_text_model(config) and spec.hf_dir is None and towers != "image" else ""
             raise ModelLoadError(f"could not load model {spec.name} ({spec.pretrained}): {exc}{hint}") from exc
         model.eval()
+        if precision in ("fp16", "bf16"):
+            hf_text_in_precision(model, self.dtype)
         self.model = quantize_int8(model) if precision == "int8" else model
         self.image_size = image_size_of_config(config)
         self.tokenizer = self._tokenizer(open_clip, config) if self.has_text_tower else None

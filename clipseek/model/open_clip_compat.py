@@ -22,6 +22,10 @@ pyproject.toml), and to be checked when that pin moves (tests/test_clip_model.py
   over the real tokens (or the first), and numbers positions from the tokens (RoBERTa): the padding
   columns after the longest text of a batch never change the embedding, so they are not run (tested
   to 1e-5 against the full context).
+- ``hf_text_in_precision``: open_clip's fp16/bf16 (``convert_weights_to_lp``) casts the ``nn.Linear``
+  layers only and leaves the Hugging Face model's LayerNorms and embeddings in fp32, so its text tower
+  fails at the first matrix product ("mat1 and mat2 must have the same dtype"); the whole text tower is
+  cast instead (open_clip's own ``pure_fp16``/``pure_bf16`` for that tower).
 """
 
 from __future__ import annotations
@@ -112,3 +116,10 @@ def trim_hf_padding(model, tokens):
         return tokens
     used = (tokens != pad).any(dim=0).nonzero()
     return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
+
+
+def hf_text_in_precision(model, dtype) -> None:
+    """Cast a Hugging Face text tower (``model.text`` with a ``config``) wholly to ``dtype``."""
+    text = getattr(model, "text", None)
+    if text is not None and getattr(text, "config", None) is not None:
+        text.to(dtype)
