@@ -8,7 +8,7 @@ import pytest
 from conftest import REPO, free_port
 
 from clipseek.api.client import ClipseekClient
-from clipseek.demo.search_eval import evaluate
+from clipseek.api.demo_eval import evaluate
 from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO
 
 BASE = {"clipseek", "clipseek.errors", "clipseek.settings", "clipseek.docs", "clipseek.validation",
-        "clipseek.defaults", "clipseek.torch_free", "clipseek.types"}
+        "clipseek.torch_free", "clipseek.types"}
 DOMAIN = ("clipseek.media", "clipseek.model", "clipseek.index", "clipseek.demo")
 THIRD_PARTY_SERVICES = ("jina", "docarray")  # the service framework: only the engine, services/ and docs use it
 

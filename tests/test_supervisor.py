@@ -57,6 +57,21 @@ def test_a_process_that_dies_is_restarted_until_the_limit(caplog):
     assert caplog.text.count("flaky exited with code 0 while serving; restarting it") == 2
 
 
+def test_a_ready_process_that_dies_while_another_still_starts_is_noticed(tmp_path):
+    """The gateway of a stage may be ready later than an executor; an executor that dies meanwhile is not
+    forgotten (the start would otherwise wait on a gateway that can never be ready)."""
+    flag = tmp_path / "gateway-ready"
+    engine = supervisor(python("echo", "import time; time.sleep(0.5)"),
+                        python("gateway", "import time; time.sleep(60)", flag.exists), restart_limit=0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(EngineError, match=r"echo: exited with code 0 while serving, after 0 restart\(s\)"):
+            engine.start()
+        assert time.monotonic() - started < 10
+    finally:
+        engine.stop()
+
+
 def test_a_process_that_ignores_sigterm_is_killed_with_what_it_started(tmp_path):
     grandchild = tmp_path / "grandchild.pid"
     code = ("import signal, subprocess, sys, time\n"

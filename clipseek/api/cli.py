@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clipseek.api.cli_words import add_words_parsers, cmd_import_metadata, cmd_topics
+from clipseek.api.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.api.format import format_time, segment_json, suggested_category, video_metadata
-from clipseek.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
 from clipseek.engine.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import AuthenticationError, ClipseekError, FlowUnavailableError, QueryError
 

@@ -20,8 +20,7 @@ import httpx
 from docarray import BaseDoc, DocList
 from pydantic import ValidationError
 
-from clipseek.api.index_run import IndexOutcome, IndexReport, IndexRun, plan_ranges  # noqa: F401
-from clipseek.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported from here by the page)
+from clipseek.api.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported from here by the page)
     DEFAULT_ADDRESS,
     DEFAULT_CHUNK_S,
     DEFAULT_IN_FLIGHT,
@@ -29,6 +28,7 @@ from clipseek.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported from 
     default_address,
     default_api_key,
 )
+from clipseek.api.index_run import IndexOutcome, IndexReport, IndexRun, plan_ranges  # noqa: F401
 from clipseek.docs import MetadataRowDoc, Query, Segment, Thumbnail, TopicLabel, VideoDoc
 from clipseek.errors import (
     AuthenticationError,

@@ -143,10 +143,20 @@ class Supervisor:
             while not all(child.ready for child in stage):
                 if self._stopping():
                     return False
-                for child in stage:
-                    self._check_starting(child)
+                for child in self.children:
+                    if child.process is not None:  # this stage's and those before
+                        self._check(child)
                 time.sleep(POLL_S)
         return True
+
+    def _check(self, child: Child) -> None:
+        """Restart ``child`` if it died after it was ready (while its stage waits for the others too), fail
+        if it died before; else see whether it is ready yet."""
+        code = child.exit_code()
+        if code is not None and child.ready:
+            self._restart(child, code)
+        else:
+            self._check_starting(child)
 
     def _check_starting(self, child: Child) -> None:
         if child.ready:
@@ -165,11 +175,7 @@ class Supervisor:
         """Watch the processes until asked to stop; restart one that dies. Raises EngineError."""
         while not self._stopping():
             for child in self.children:
-                code = child.exit_code()
-                if code is not None:
-                    self._restart(child, code)
-                else:
-                    self._check_starting(child)
+                self._check(child)
             time.sleep(POLL_S)
 
     def _restart(self, child: Child, code: int) -> None:

@@ -185,9 +185,12 @@ class QdrantBackend:
         if not spans or not self._has_frames():
             return [empty for _ in spans]
         m = self.m
-        flt = m.Filter(should=[m.Filter(must=[self._match("video_id", v),
-                                             m.FieldCondition(key="time_s", range=m.Range(gte=a, lt=b))])
-                               for v, a, b in spans])
+        if self.url:  # the server evaluates the shots' time ranges with its payload indexes
+            flt = m.Filter(should=[m.Filter(must=[self._match("video_id", v),
+                                                 m.FieldCondition(key="time_s", range=m.Range(gte=a, lt=b))])
+                                   for v, a, b in spans])
+        else:  # local mode checks every condition in Python for every point: one condition per point instead
+            flt = m.Filter(must=[self._match("video_id", sorted({v for v, _, _ in spans}))])
         points, offset = [], None
         with self._serial:
             while True:
