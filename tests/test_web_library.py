@@ -95,7 +95,7 @@ def test_browse_by_category_with_counts_cards_and_tagging_from_the_page(client, 
     assert any("Every shot is tagged" in s.value for s in page.success)
     labels = [label.name for label in client.vocabulary()]
     assert labels and not [b for b in page.button if b.key == "tag_topics"]
-    assert len(page.get("vega_lite_chart")) == 1  # the library's time per topic
+    assert len(page.get("vega_lite_chart")) == 3  # the library's time per topic and each card's
     drawn = strips(page)
     shots = [len(client.videos([v.video_id])[0].shots) for v in client.videos()
              if Path(v.path).name in ("sea.mp4", "dune.mp4")]

@@ -230,6 +230,9 @@ def test_filters_on_category_tags_and_topic_over_http_and_grpc(flow, http, grpc,
     code, out, _ = run_cli(capsys, flow.grpc, "search", "a yellow square", "--where", "video_label=carnival",
                            "--where", "tags=music", "--mode", "hybrid", "--text-weight", "2", "--json")
     assert code == 0 and {Path(s["video"]).name for s in json.loads(out)} == {"demo_07.mp4"}
+    code, out, _ = run_cli(capsys, flow.http, "search", "a red circle", "--topic", "circle", "--mode", "frames",
+                           "--json")
+    assert code == 0 and json.loads(out) and {s["topic"] for s in json.loads(out)} == {"circle"}
     code, _, err = run_cli(capsys, flow.http, "search", "a yellow square", "--text-weight", "nan")
     assert code == 2 and "text_weight" in err
 

@@ -107,12 +107,17 @@ def browse_ui(client: ClipseekClient, videos: list[VideoDoc], names: dict[str, s
 
 
 def video_card_ui(client: ClipseekClient, video: VideoDoc, name: str, colours: dict[str, str]) -> None:
-    """Cover, title, brief, category, tags, time per topic and the topic strip of one video."""
+    """Cover, title, duration, brief, category, tags, topic strip and time per topic of one video."""
     meta = video_metadata(video)
+    try:
+        shots = list(client.videos([video.video_id])[0].shots)  # with each shot's topic
+    except ClipseekError as exc:
+        shots = []
+        st.caption(f"Could not read the shots of {name}: {exc}")
     with st.container(border=True):
         cover_col, text_col = st.columns([1, 3])
         with cover_col:
-            cover_ui(client, video, meta)
+            cover_ui(client, video, meta, shots)
         with text_col:
             st.markdown(f"**{escape_md(str(meta.get('title') or name))}** · {format_time(video.duration_s)}")
             about = [str(meta["category"])] if meta.get("category") else []
@@ -128,33 +133,28 @@ def video_card_ui(client: ClipseekClient, video: VideoDoc, name: str, colours: d
                 st.markdown(escape_md(brief if len(brief) <= BRIEF_MAX_CHARS else brief[:BRIEF_MAX_CHARS] + "…"))
             seconds = topic_seconds(video)
             if seconds:
-                strip_ui(client, video, colours)
+                st.markdown(topic_strip_html(video.duration_s, shots, colours), unsafe_allow_html=True)
                 st.caption("Time per topic: " + " · ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+                st.bar_chart({"seconds": seconds}, horizontal=True, height=max(80, 26 * len(seconds)))
 
 
-def cover_ui(client: ClipseekClient, video: VideoDoc, meta: dict) -> None:
-    """The metadata's cover when it is an image file here; else the Flow's thumbnail of the video."""
+def cover_ui(client: ClipseekClient, video: VideoDoc, meta: dict, shots: list) -> None:
+    """The metadata's cover when it is an image file here, else the frame in the middle of the first shot
+    (a cover on the web is linked, not fetched: the page makes no requests of its own to other sites)."""
     cover = str(meta.get("cover") or "")
     if cover and not cover.startswith(("http://", "https://")) and Path(cover).expanduser().is_file():
         st.image(str(Path(cover).expanduser()), width="stretch")
         return
+    first = shots[0] if shots else None
+    time_s = (first.start_s + first.end_s) / 2 if first else 0.0
     try:
-        jpeg = get_thumbnail(client.address, client.api_key, video.path, min(1.0, video.duration_s / 2), 320)
+        jpeg = get_thumbnail(client.address, client.api_key, video.path, round(time_s, 3), 320)
     except ClipseekError as exc:
         st.caption(f"No cover: {exc}")
         return
     st.image(jpeg, width="stretch")
     if cover:
-        st.caption(f"[cover]({cover})")
-
-
-def strip_ui(client: ClipseekClient, video: VideoDoc, colours: dict[str, str]) -> None:
-    try:
-        shots = client.videos([video.video_id])[0].shots
-    except ClipseekError as exc:
-        st.caption(f"No topic strip: {exc}")
-        return
-    st.markdown(topic_strip_html(video.duration_s, list(shots), colours), unsafe_allow_html=True)
+        st.caption(f"[cover image]({cover})")
 
 
 def tag_topics(client: ClipseekClient) -> None:

@@ -2,7 +2,8 @@
 
     clipseek serve
     clipseek index PATH... [--force]
-    clipseek search "TEXT" [--top-k N] [--video V ...] [--where FIELD=VALUE ...] [--mode M] [--text-weight W] [--json]
+    clipseek search "TEXT" [--top-k N] [--video V ...] [--json]
+                    [--where FIELD=VALUE ...] [--topic T] [--mode M] [--text-weight W]
     clipseek videos [--json]
     clipseek delete VIDEO
     clipseek import-metadata FILE [--format csv|jsonl] [--map COLUMN=FIELD ...]
@@ -108,7 +109,8 @@ def _print_counts(report: IndexReport | None) -> None:
 
 def cmd_search(args: argparse.Namespace, client: ClipseekClient) -> int:
     segments = client.search(args.text, top_k=args.top_k, videos=[_local_path(v) for v in args.video or []],
-                             where=args.where or [], mode=args.mode, text_weight=args.text_weight)
+                             where=(args.where or []) + ([f"topic={args.topic}"] if args.topic else []),
+                             mode=args.mode, text_weight=args.text_weight)
     if args.json:
         print(json.dumps([segment_json(s) for s in segments], indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--where", action="append", metavar="FIELD=VALUE",
                         help="only videos whose metadata has this value (category=Beach, tags=sunset, any field), "
                              "or shots of this topic (topic=Beach); repeatable, all must hold")
+    search.add_argument("--topic", help="only clips in shots tagged with this topic (as --where topic=TOPIC)")
     search.add_argument("--mode", choices=["auto", "frames", "text", "hybrid"], default="auto",
                         help="frames (pictures), text (titles, descriptions, tags), hybrid (both, fused); "
                              "auto: hybrid when the library has metadata")
