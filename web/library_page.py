@@ -83,6 +83,9 @@ def browse_ui(client: ClipseekClient, videos: list[VideoDoc], names: dict[str, s
     """Browse by category or topic: the groups with their counts, the library's time per topic, and a card
     per video of the chosen group."""
     st.markdown("#### Browse")
+    kind, text = st.session_state.pop("topics_message", ("", ""))
+    if kind:
+        getattr(st, kind)(text)
     library_seconds = library_topic_seconds(videos)
     if not library_seconds:
         st.caption("No shot is tagged with a topic yet.")
@@ -158,12 +161,14 @@ def cover_ui(client: ClipseekClient, video: VideoDoc, meta: dict, shots: list) -
 
 
 def tag_topics(client: ClipseekClient) -> None:
+    """The button's callback. Its message is shown in this tab, not by ``flash``: a message above the tabs
+    would move them, and Streamlit would show the first tab again."""
     try:
         labels = client.ensure_vocabulary()
     except ClipseekError as exc:
-        flash("error", f"Could not tag the shots: {exc}")
+        st.session_state["topics_message"] = ("error", f"Could not tag the shots: {exc}")
         return
-    flash("success", f"Every shot is tagged with one of {len(labels)} topics.")
+    st.session_state["topics_message"] = ("success", f"Every shot is tagged with one of {len(labels)} topics.")
 
 
 def _local_time(iso: str) -> str:
