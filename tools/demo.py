@@ -20,8 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clipseek.api.client import ClipseekClient  # noqa: E402
-from clipseek.api.format import format_time  # noqa: E402
 from clipseek.api.demo_eval import evaluate  # noqa: E402
+from clipseek.api.format import format_time  # noqa: E402
 from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 
 QUERIES = ["a red circle", "a blue star", "a photo of a green triangle", "a yellow square on a plain background"]

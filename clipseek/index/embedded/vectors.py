@@ -414,8 +414,9 @@ class HnswVectors:
             self.checkpoint(only_if_due=True)
 
     def checkpoint(self, only_if_due: bool = False) -> bool:
-        """Write the graph and the float16 copy, then forget the log they cover. Searches and insertion go
-        on (the files are written by a forked copy of the process). False when it could not be written
+        """Write the graph and the float16 copy, then forget the log they cover. Searches and commits go
+        on (the files are written by a forked copy of the process; new vectors wait for the graph until it is
+        done). False when it could not be written
         (the log still holds everything: nothing is lost), or was not due."""
         with self._checkpoint_lock:
             if (self._graph is None and not self._rows) or (only_if_due and not self._checkpoint_due()):
@@ -444,8 +445,11 @@ class HnswVectors:
             except OSError as exc:
                 self._resume()
                 return self._checkpoint_failed(tmp, exc)
-            self._resume()  # the graph may change again: the writer has its own copy of it
+            # insertion stays paused while the child writes: a page of the graph written meanwhile would be
+            # copied for the child (copy-on-write), slowing this process and growing its memory; searches
+            # score what waits exactly, and commits go on up to max_pending
             problem = writer.wait()
+            self._resume()
             if problem:
                 return self._checkpoint_failed(tmp, OSError(problem))
             try:
@@ -513,8 +517,8 @@ def _write_checkpoint_files(graph: hnswlib.Index | None, tmp: Path, labels: np.n
 class _CheckpointWriter:
     """The checkpoint's files, written by a forked child: hnswlib's ``save_index`` holds the GIL for the
     whole write (seconds at a million frames), so in this process every search would wait for it. The
-    child has a copy-on-write snapshot of the graph as it was at the fork (insertion was paused for that
-    instant); it writes, fsyncs and exits without running any of this process's cleanup."""
+    child has a copy-on-write snapshot of the graph as it was at the fork (insertion is paused until it
+    exits); it writes, fsyncs and exits without running any of this process's cleanup."""
 
     def __init__(self, graph, tmp, labels, rows, vecs, meta):
         self._read_fd, write_fd = os.pipe()
