@@ -375,17 +375,27 @@ class Library:
 
     def _check_model(self, model: str, dim: int) -> ModelIdentity | None:
         """The identity to record when the workspace has none yet; raises on a mismatch."""
+        given = ModelIdentity.parse(model, dim)
         known = self.backend.model
         if known is None:
-            return ModelIdentity(model, dim)
+            return given
         if dim != known.dim:
             raise ClipseekError(
-                f"this workspace holds {known.dim}-d embeddings from model '{known.name}'; these are {dim}-d from "
-                f"'{model}'. Use another workspace (CLIPSEEK_WORKSPACE) or delete it to re-index.")
-        if model and known.name and model != known.name:
-            raise ClipseekError(f"this workspace was indexed with model '{known.name}', not '{model}'. Use another "
-                                f"workspace (CLIPSEEK_WORKSPACE) for each model.")
+                f"this workspace holds {known.dim}-d embeddings from model '{known.text}'; these are {dim}-d from "
+                f"'{given.text}'. Use another workspace (CLIPSEEK_WORKSPACE) or delete it to re-index.")
+        if known.differs_from(given):
+            raise ClipseekError(f"this workspace was indexed with model '{known.text}', not '{given.text}'. Use "
+                                f"another workspace (CLIPSEEK_WORKSPACE) for each model.")
         return None
+
+    def check_model(self, model: str, dim: int = 0) -> None:
+        """Fail fast (at start-up) when the encoders are set up with another model than the one this
+        workspace's vectors came from: ``model`` as clipseek.model.spec.expected_identity gives it."""
+        known, given = self.backend.model, ModelIdentity.parse(model, dim)
+        if known is not None and given.name and known.differs_from(given):
+            raise ClipseekError(f"this workspace holds {known.dim}-d embeddings of model '{known.text}', but the "
+                                f"encoders are set up with '{given.text}': set CLIPSEEK_MODEL/CLIPSEEK_PRETRAINED "
+                                f"to the workspace's model, or use another workspace (CLIPSEEK_WORKSPACE)")
 
     # -- search --------------------------------------------------------------------------------
     def resolve(self, keys: list[str]) -> list[str]:
@@ -444,9 +454,10 @@ class Library:
         if known is not None:
             if len(query) != known.dim:
                 raise QueryError(f"the query has {len(query)} dimensions, the index {known.dim} (model "
-                                 f"'{known.name}'): the text encoder uses another model")
-            if model and known.name and model != known.name:
-                raise QueryError(f"the query was embedded with '{model}' but the index holds '{known.name}' "
+                                 f"'{known.text}'): the text encoder uses another model")
+            given = ModelIdentity.parse(model, len(query))
+            if model and known.differs_from(given):
+                raise QueryError(f"the query was embedded with '{given.text}' but the index holds '{known.text}' "
                                  f"embeddings: use the same model in both encoders")
         return query / float(np.linalg.norm(query))
 

@@ -36,6 +36,7 @@ from clipseek.index import Library, SearchSettings, open_backend
 from clipseek.index.embedded.vectors import HnswSettings
 from clipseek.index.metadata import MetadataError
 from clipseek.index.records import VideoRecord
+from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, expected_identity
 
 
 @dataclass
@@ -57,6 +58,8 @@ class IndexerSettings:
     merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
     merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
     oversample: int = 8  # frame candidates fetched per requested clip
+    model: str = DEFAULT_MODEL  # the encoders' model: a workspace of another model fails the start
+    pretrained: str = DEFAULT_PRETRAINED  # the encoders' weights (with model)
 
 
 class Indexer(ClipseekExecutor):
@@ -77,6 +80,21 @@ class Indexer(ClipseekExecutor):
                                                        merge_margin=s.merge_margin, merge_relative=s.merge_relative))
         self.log.info("index (%s) at %s: %d videos, %d frames", s.index_backend, s.workspace,
                       len(self.library.videos()), self.library.frame_count())
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Refuse to start on a workspace made with another model than the encoders' (as far as the
+        settings tell without loading it; every index and search request is checked exactly)."""
+        try:
+            identity, dim = expected_identity(self.settings.model, self.settings.pretrained)
+        except ClipseekError as exc:  # e.g. a checkpoint folder mounted only in the encoders
+            self.log.warning("cannot check the workspace's model at start-up: %s", exc)
+            return
+        try:
+            self.library.check_model(identity, dim)
+        except ClipseekError:
+            self.library.close()
+            raise
 
     def close(self) -> None:
         try:

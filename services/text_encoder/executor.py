@@ -60,7 +60,7 @@ class TextEncoder(ClipseekExecutor):
             embeddings = self.cache.encode([text for _, text in todo], self._encode)
             for (doc, _), embedding in zip(todo, embeddings, strict=True):
                 doc.embedding = embedding.copy()  # the cache keeps its own
-                doc.model = self.clip.spec.name
+                doc.model = self.clip.identity  # architecture and weights: the workspace checks them
         return docs
 
     @requests(on="/topics")
