@@ -33,6 +33,7 @@ from clipseek.engine.documents import (
 from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError
 from clipseek.index import Library, SearchSettings, open_backend
+from clipseek.index.backend import ModelIdentity
 from clipseek.index.embedded.vectors import HnswSettings
 from clipseek.index.metadata import MetadataError
 from clipseek.index.records import VideoRecord
@@ -230,10 +231,11 @@ class Indexer(ClipseekExecutor):
         """Make the labels the library's vocabulary and tag every shot with it (all labels or none)."""
         problem = next((f"label {doc.name!r}: {doc.error}" for doc in docs if doc.error), "")
         known = self.library.model
-        models = {doc.model for doc in docs if doc.model}
-        if not problem and known is not None and known.name and models - {known.name}:
-            problem = (f"the labels were embedded with {', '.join(sorted(models))}, the index holds "
-                       f"'{known.name}' embeddings: use the same model in both encoders")
+        others = sorted({doc.model for doc in docs if doc.model and known is not None
+                         and known.differs_from(ModelIdentity.parse(doc.model, known.dim))})
+        if not problem and others:
+            problem = (f"the labels were embedded with {', '.join(others)}, the index holds "
+                       f"'{known.text}' embeddings: use the same model in both encoders")
         tagged = 0
         if not problem:
             try:

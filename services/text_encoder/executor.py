@@ -78,7 +78,7 @@ class TextEncoder(ClipseekExecutor):
             at = 0
             for doc in todo:
                 doc.embedding = embeddings[at:at + len(doc.prompts)].copy()
-                doc.model = self.clip.spec.name
+                doc.model = self.clip.identity  # as for queries: the indexer checks it against the workspace
                 at += len(doc.prompts)
         return docs
 
