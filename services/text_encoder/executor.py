@@ -1,8 +1,10 @@
-"""CLIP text encoder: embeds search queries.
+"""CLIP text encoder: embeds search queries, and the prompts of topic labels.
 
-Endpoint: ``/search``. Everything else passes through. A query longer than the model's context is
-truncated by the tokenizer (the end-of-text token is kept), not refused. Embeddings of recent
-queries are kept (``query_cache_size``); the text tower runs on ``torch_threads`` threads.
+Endpoints: ``/search`` (each Query's text), ``/topics`` (every prompt of each TopicLabel: one row of its
+``embedding`` a prompt, for the indexer's zero-shot tagging). Everything else passes through. A query
+longer than the model's context is truncated by the tokenizer (the end-of-text token is kept), not
+refused. Embeddings of recent queries are kept (``query_cache_size``); the text tower runs on
+``torch_threads`` threads.
 """
 
 # No `from __future__ import annotations` here: jina reads the endpoint types at run time.
@@ -13,7 +15,7 @@ from typing import Any
 from docarray import DocList
 from jina import requests
 
-from clipseek.docs import Query
+from clipseek.docs import Query, TopicLabel
 from clipseek.engine.executor import ClipseekExecutor
 from clipseek.model.clip import load_clip
 from clipseek.model.query_cache import QueryCache
@@ -59,6 +61,25 @@ class TextEncoder(ClipseekExecutor):
             for (doc, _), embedding in zip(todo, embeddings, strict=True):
                 doc.embedding = embedding.copy()  # the cache keeps its own
                 doc.model = self.clip.identity  # architecture and weights: the workspace checks them
+        return docs
+
+    @requests(on="/topics")
+    def encode_labels(self, docs: DocList[TopicLabel], **kwargs: Any) -> DocList[TopicLabel]:
+        todo = []
+        for doc in docs:
+            doc.prompts = [p.strip()[: self.settings.max_query_chars] for p in doc.prompts if p.strip()]
+            if not doc.prompts:
+                doc.error = doc.error or f"label {doc.name!r} has no prompts to embed"
+            elif not doc.error:
+                todo.append(doc)
+        texts = [prompt for doc in todo for prompt in doc.prompts]
+        if texts:
+            embeddings = self._encode(texts)  # not cached: a vocabulary is embedded once
+            at = 0
+            for doc in todo:
+                doc.embedding = embeddings[at:at + len(doc.prompts)].copy()
+                doc.model = self.clip.identity  # as for queries: the indexer checks it against the workspace
+                at += len(doc.prompts)
         return docs
 
     def _encode(self, texts: list[str]):
