@@ -84,4 +84,4 @@ def segment(hit: SearchHit) -> Segment:
     record, clip = hit.record, hit.clip
     return Segment(video_id=record.video_id, video=record.path, start_s=round(clip.start_s, 3),
                    end_s=round(clip.end_s, 3), score=round(clip.score, 5), thumbnail_s=round(clip.best_time_s, 3),
-                   duration_s=record.duration_s)
+                   duration_s=record.duration_s, confidence=round(hit.confidence, 3), level=hit.level)
