@@ -25,4 +25,14 @@ def segment_json(segment: Any) -> dict:
         "score": segment.score,
         "thumbnail_s": segment.thumbnail_s,
         "duration_s": segment.duration_s,
+        "confidence": segment.confidence,
+        "level": segment.level,
     }
+
+
+def confidence_label(segment: Any) -> str:
+    """``high 2.4``: the level and the confidence number (empty when the index gave none)."""
+    return f"{segment.level} {segment.confidence:.1f}" if getattr(segment, "level", "") else ""
+
+
+NO_CONFIDENT_RESULT = "no result is confident: the library may hold nothing like this query"

@@ -1,0 +1,132 @@
+"""A picture as the query, "more like this" and confidence through the real Flow (demo model, HTTP and
+gRPC): a frame of a shot finds that shot first; a stored frame finds its own clip first; a concept in no
+video is never more than "low"; bad pictures are refused by name and the service keeps serving."""
+
+import io
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from conftest import REPO, free_port
+from PIL import Image
+
+from clipseek.api.client import ClipseekClient
+from clipseek.demo import vocab
+from clipseek.engine.serve import BackgroundFlow, ServeSettings
+from clipseek.errors import QueryError
+
+pytestmark = pytest.mark.slow
+
+sys.path.insert(0, str(REPO / "tools"))
+from make_demo_videos import main as make_demo_videos  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    videos = tmp_path_factory.mktemp("demo-videos")
+    truth = make_demo_videos([str(videos), "--videos", "6", "--quiet"])
+    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos)],
+                 "workspace": str(tmp_path_factory.mktemp("demo-ws"))}
+    with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as running:
+        http, grpc = ClipseekClient(running.http), ClipseekClient(running.grpc)
+        report = http.index([str(videos)])
+        assert not report.failed, report.failed
+        yield running, http, grpc, videos, truth
+
+
+def unique_shots(truth: dict) -> list[tuple[str, dict]]:
+    """(file, shot) of the shots whose concept is in no other shot of the library, 1 s or longer."""
+    count = Counter((s["shape"], s["colour"]) for v in truth["videos"] for s in v["shots"])
+    return [(v["file"], s) for v in truth["videos"] for s in v["shots"]
+            if count[(s["shape"], s["colour"])] == 1 and s["end_s"] - s["start_s"] >= 1.0]
+
+
+def test_a_frame_of_a_shot_finds_that_shot_first(flow):
+    _, http, grpc, videos, truth = flow
+    shots = unique_shots(truth)
+    assert len(shots) >= 10
+    for i, (file, shot) in enumerate(shots):
+        middle = (shot["start_s"] + shot["end_s"]) / 2
+        picture = http.thumbnail(str(videos / file), middle, width_px=320)
+        best = (grpc if i % 2 else http).search(image=picture, top_k=3)[0]
+        assert best.video.endswith(file) and best.start_s <= middle <= best.end_s, (file, shot, best)
+        assert best.level == "high", (file, shot, best.score, best.confidence)
+
+
+def test_a_picture_under_the_media_roots_is_read_by_path_and_one_outside_is_refused(flow, tmp_path):
+    _, http, _, videos, truth = flow
+    file, shot = unique_shots(truth)[0]
+    middle = (shot["start_s"] + shot["end_s"]) / 2
+    picture = http.thumbnail(str(videos / file), middle, width_px=320)
+    (videos / "query.jpg").write_bytes(picture)
+    best = http.search(image_path=str(videos / "query.jpg"), top_k=1)[0]
+    assert best.video.endswith(file) and best.start_s <= middle <= best.end_s
+    (tmp_path / "outside.jpg").write_bytes(picture)
+    with pytest.raises(QueryError, match="outside the media folders"):
+        http.search(image_path=str(tmp_path / "outside.jpg"))
+
+
+def test_bad_pictures_are_refused_by_name_and_search_goes_on(flow):
+    _, http, grpc, videos, truth = flow
+    (videos / "empty.jpg").write_bytes(b"")
+    huge = io.BytesIO()
+    Image.new("1", (10_000, 10_000)).save(huge, format="PNG")  # 100 MP, a few KB
+    cases = [({"image_path": str(videos / "empty.jpg")}, "empty \\(0 bytes\\)"),
+             ({"image": b""}, "empty \\(0 bytes\\)"),
+             ({"image": b"this is not a picture" * 10}, "not an image"),
+             ({"image": huge.getvalue()}, "10000x10000 \\(100 MP\\), over the limit"),
+             ({"image_path": "/etc/passwd"}, "outside the media folders"),
+             ({"image_path": str(videos / "missing.png")}, "no such file")]
+    for client in (http, grpc):
+        for fields, message in cases:
+            with pytest.raises(QueryError, match=message):
+                client.search(**fields)
+    assert http.search("a red circle", top_k=1) and grpc.search("a red circle", top_k=1)
+
+
+def test_more_like_this_returns_the_clip_itself_first(flow):
+    _, http, grpc, videos, truth = flow
+    for file, shot in unique_shots(truth)[:8]:
+        found = http.search(vocab.caption(shot["shape"], shot["colour"]), top_k=1)[0]
+        for client in (http, grpc):
+            like = client.more_like(found.video_id, found.thumbnail_s, top_k=3)
+            assert (like[0].video_id, like[0].start_s, like[0].end_s) == (found.video_id, found.start_s, found.end_s)
+            assert like[0].level == "high"
+    with pytest.raises(QueryError, match="no indexed video matches 'nope'"):
+        http.more_like("nope", 3.0)
+
+
+def test_absent_concepts_are_never_more_than_low_and_present_ones_are_high(flow):
+    _, http, grpc, _, truth = flow
+    present = {(s["shape"], s["colour"]) for v in truth["videos"] for s in v["shots"]}
+    absent = [c for c in vocab.CONCEPTS if (c.shape, c.colour) not in present]
+    assert len(absent) >= 5
+    for concept in absent:
+        hits = http.search(concept.caption, top_k=5)
+        assert all(h.level == "low" for h in hits), (concept, [(h.score, h.confidence) for h in hits])
+        assert grpc.search(concept.caption, top_k=5, min_confidence="medium") == []
+    for file, shot in unique_shots(truth):
+        best = http.search(vocab.caption(shot["shape"], shot["colour"]), top_k=1)[0]
+        assert best.level == "high", (file, shot, best.score, best.confidence)
+
+
+def test_the_cli_searches_with_a_picture_and_says_when_nothing_is_confident(flow, tmp_path):
+    running, http, _, videos, truth = flow
+    file, shot = unique_shots(truth)[0]
+    picture = tmp_path / "photo.jpg"
+    picture.write_bytes(http.thumbnail(str(videos / file), (shot["start_s"] + shot["end_s"]) / 2, width_px=320))
+    cli = [sys.executable, "-m", "clipseek", "--address", running.http, "search"]
+    out = subprocess.run([*cli, "--image", str(picture), "--top-k", "1"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0 and file in out.stdout and " high " in out.stdout, out.stdout + out.stderr
+    present = {(s["shape"], s["colour"]) for v in truth["videos"] for s in v["shots"]}
+    absent = next(c for c in vocab.CONCEPTS if (c.shape, c.colour) not in present)
+    out = subprocess.run([*cli, absent.caption, "--min-confidence", "medium"], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0 and "no results at medium confidence or above" in out.stdout, out.stdout
+    out = subprocess.run([*cli, absent.caption], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert "no result is confident" in out.stdout, out.stdout
+    out = subprocess.run([*cli, "--image", str(tmp_path / "nothing.jpg")], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 2 and "nothing.jpg" in out.stderr, out.stderr
