@@ -9,7 +9,7 @@ image of every concept (rendered apart from the videos: another background, plac
 made of the first 24, 12, 6 and 3 videos, and of those libraries copied 8 times with noise (more frames,
 same content). For each query: the best frame's cosine, and its z-score against the query's scores over the
 library (clipseek.index.confidence). Prints, per library, the spread of both for concepts present and absent.
-docs/queries.md records a run.
+docs/search.md records a run.
 """
 
 from __future__ import annotations

@@ -130,3 +130,60 @@ def test_the_cli_searches_with_a_picture_and_says_when_nothing_is_confident(flow
     out = subprocess.run([*cli, "--image", str(tmp_path / "nothing.jpg")], capture_output=True, text=True,
                          cwd=REPO, timeout=120)
     assert out.returncode == 2 and "nothing.jpg" in out.stderr, out.stderr
+
+
+# -- the page (web/search_page.py) driven by Streamlit's AppTest against the same Flow ----------------------
+SEARCH = "FormSubmitter:search_form-Search"
+
+
+def open_page(flow, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    running, _, _, videos, _ = flow
+    monkeypatch.setenv("CLIPSEEK_ADDRESS", running.http)
+    monkeypatch.setenv("CLIPSEEK_MEDIA_ROOTS", str(videos))
+    at = AppTest.from_file(str(REPO / "web" / "app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page_search(at, text: str = "", confidence: str = "low", picture: bytes | None = None):
+    at.text_input(key="query").set_value(text)
+    at.select_slider(key="min_confidence").set_value(confidence)
+    at.file_uploader(key="query_picture").set_value(("shot.jpg", picture, "image/jpeg") if picture else None)
+    at.button(key=SEARCH).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def card_titles(at) -> list[str]:
+    return [m.value.replace("\\", "") for m in at.markdown if m.value.startswith("**") and ". " in m.value]
+
+
+def test_the_page_searches_with_a_picture_shows_badges_and_more_like_this(flow, monkeypatch):
+    _, http, _, videos, truth = flow
+    file, shot = unique_shots(truth)[0]
+    middle = (shot["start_s"] + shot["end_s"]) / 2
+    at = page_search(open_page(flow, monkeypatch), picture=http.thumbnail(str(videos / file), middle, width_px=320))
+    titles = card_titles(at)
+    assert titles and file in titles[0], titles
+    assert any("the picture shot.jpg" in c.value.replace("\\", "") for c in at.caption)
+    badges = [m.value for m in at.markdown if "confidence (" in m.value]
+    assert len(badges) == len(titles) and "high confidence" in badges[0], badges
+    like = [b for b in at.button if b.key.startswith("like_")]
+    assert len(like) == len(titles)
+    like[0].click().run()
+    assert not at.exception, at.exception
+    assert file in card_titles(at)[0] and any("clips like" in c.value for c in at.caption)
+
+
+def test_the_page_says_plainly_when_no_result_is_confident(flow, monkeypatch):
+    _, _, _, _, truth = flow
+    present = {(s["shape"], s["colour"]) for v in truth["videos"] for s in v["shots"]}
+    absent = next(c for c in vocab.CONCEPTS if (c.shape, c.colour) not in present)
+    at = page_search(open_page(flow, monkeypatch), absent.caption)
+    assert card_titles(at) and any("No result is confident" in w.value for w in at.warning)
+    at = page_search(at, absent.caption, confidence="medium")
+    assert not card_titles(at) and any("with medium confidence or above" in i.value for i in at.info)
+    at = page_search(at, picture=b"not a picture")
+    assert any("Cannot search for that" in w.value and "not an image" in w.value for w in at.warning)
