@@ -7,15 +7,39 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from index_helpers import SynthVideo, library_of, unit, videos
-from test_index_library import make_library  # noqa: F401 (the fixture: every backend)
+from test_index_library import BACKENDS, backend_options
 
 from clipseek.errors import QueryError
-from clipseek.index import RangeUpload
+from clipseek.index import Library, RangeUpload, open_backend
 from clipseek.index.confidence import (
-    CALIBRATIONS, UNMEASURED, Thresholds, at_least, calibration_for, check_level, level, sample_rows,
-    sample_spans, standing)
+    CALIBRATIONS,
+    UNMEASURED,
+    Thresholds,
+    at_least,
+    calibration_for,
+    check_level,
+    level,
+    sample_rows,
+    sample_spans,
+    standing,
+)
 from clipseek.index.queries import combine_query, parse_like
 from clipseek.types import Shot
+
+
+@pytest.fixture(params=list(BACKENDS))
+def make_library(request, tmp_path):
+    """Libraries on every backend (as tests/test_index_library.py's), closed after the test."""
+    opened: list[Library] = []
+
+    def make() -> Library:
+        options = backend_options(request.param, tmp_path)
+        opened.append(Library(open_backend(options.pop("name"), tmp_path / "ws", **options)))
+        return opened[-1]
+
+    yield make
+    for library in opened:
+        library.close()
 
 
 # -- pure -----------------------------------------------------------------------------------------
@@ -150,7 +174,7 @@ def demo_embeddings():
 def test_with_the_demo_model_absent_concepts_are_low_and_present_ones_high(make_library, demo_embeddings):
     model, present, frames, texts = demo_embeddings
     library = make_library()
-    for v, concept in enumerate(present):  # one video per concept: one 3 s shot, a frame a second
+    for v in range(len(present)):  # one video per concept: one 3 s shot, a frame a second
         library.index_range(RangeUpload(
             video_id=f"demo{v:03d}", content_hash=f"{v:064d}", path=f"/media/demo{v:03d}.mp4", duration_s=3.0,
             start_s=0.0, end_s=3.0, shots=[Shot(0.0, 3.0)], times_s=np.array([0.5, 1.5, 2.5]),

@@ -87,7 +87,7 @@ def test_bad_pictures_are_refused_by_name_and_search_goes_on(flow):
 
 def test_more_like_this_returns_the_clip_itself_first(flow):
     _, http, grpc, videos, truth = flow
-    for file, shot in unique_shots(truth)[:8]:
+    for _, shot in unique_shots(truth)[:8]:
         found = http.search(vocab.caption(shot["shape"], shot["colour"]), top_k=1)[0]
         for client in (http, grpc):
             like = client.more_like(found.video_id, found.thumbnail_s, top_k=3)

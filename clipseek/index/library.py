@@ -34,7 +34,15 @@ from clipseek.errors import ClipseekError, QueryError
 from clipseek.index.backend import Backend, Change, FrameBatch, ModelIdentity
 from clipseek.index.clips import Clip, HitShot, Margin, clips_from_hits, shots_of_hits
 from clipseek.index.confidence import (
-    SAMPLE_SIZE, at_least, calibration_for, check_level, level, sample_rows, sample_spans, standing)
+    SAMPLE_SIZE,
+    at_least,
+    calibration_for,
+    check_level,
+    level,
+    sample_rows,
+    sample_spans,
+    standing,
+)
 from clipseek.index.metadata import MetadataRow, match_keys, merged, query_terms, rrf
 from clipseek.index.records import RANGE_EPSILON_S, Piece, VideoRecord, is_finite, replace_range
 from clipseek.index.topics import ShotTopic, TopicTime, Vocabulary, label_vectors, seconds_per_topic, tag_shots
@@ -466,7 +474,8 @@ class Library:
         shrinks by a tenth (every change, while it is smaller than the sample)."""
         count = self.backend.frame_count()
         cached = self._sample
-        if cached is not None and (cached[0] == count or (count > SAMPLE_SIZE and abs(count - cached[0]) < 0.1 * cached[0])):
+        if cached is not None and (cached[0] == count
+                                   or (count > SAMPLE_SIZE and abs(count - cached[0]) < 0.1 * cached[0])):
             return cached[1]
         known = self.backend.model
         if known is None or count == 0:
