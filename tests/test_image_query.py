@@ -54,6 +54,20 @@ def test_a_frame_of_a_shot_finds_that_shot_first(flow):
         assert best.level == "high", (file, shot, best.score, best.confidence)
 
 
+def test_words_and_a_picture_are_weighed_by_image_weight(flow):
+    _, http, grpc, videos, truth = flow
+    (file_a, shot_a), (file_b, shot_b) = unique_shots(truth)[0], unique_shots(truth)[-1]
+    middle_a, middle_b = ((s["start_s"] + s["end_s"]) / 2 for s in (shot_a, shot_b))
+    picture_a = http.thumbnail(str(videos / file_a), middle_a, width_px=320)
+    words_b = vocab.caption(shot_b["shape"], shot_b["colour"])
+    for weight, (file, middle) in ((0.9, (file_a, middle_a)), (0.1, (file_b, middle_b))):
+        for client in (http, grpc):
+            best = client.search(words_b, image=picture_a, image_weight=weight, top_k=1)[0]
+            assert best.video.endswith(file) and best.start_s <= middle <= best.end_s, (weight, best)
+    with pytest.raises(QueryError, match="image_weight must be a number from 0 to 1, got 1.5"):
+        http.search(words_b, image=picture_a, image_weight=1.5)
+
+
 def test_a_picture_under_the_media_roots_is_read_by_path_and_one_outside_is_refused(flow, tmp_path):
     _, http, _, videos, truth = flow
     file, shot = unique_shots(truth)[0]
