@@ -462,7 +462,9 @@ class Library:
         if not hits:
             return hits
         sample = self._sample_vectors()
-        sample_scores = sample @ query if len(sample) else np.zeros(0)
+        # einsum, not BLAS: a 1024 x dim product is too small to share out, and BLAS's threads waking up on a busy
+        # machine made it ~6 ms at the median against ~0.1 ms (measured on 2 loaded cores)
+        sample_scores = np.einsum("ij,j->i", sample, query) if len(sample) else np.zeros(0)
         known = self.backend.model
         thresholds = calibration_for(known.name if known else "").for_kind(kind)
         z = standing(np.array([h.clip.score for h in hits]), sample_scores)
