@@ -2,11 +2,13 @@
 gRPC): a frame of a shot finds that shot first; a stored frame finds its own clip first; a concept in no
 video is never more than "low"; bad pictures are refused by name and the service keeps serving."""
 
+import base64
 import io
 import subprocess
 import sys
 from collections import Counter
 
+import numpy as np
 import pytest
 from conftest import REPO, free_port
 from PIL import Image
@@ -15,6 +17,7 @@ from clipseek.api.client import ClipseekClient
 from clipseek.demo import vocab
 from clipseek.engine.serve import BackgroundFlow, ServeSettings
 from clipseek.errors import QueryError
+from clipseek.media.query_image import ImageLimits, decode_base64, query_pixels, read_query_file
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +25,55 @@ sys.path.insert(0, str(REPO / "tools"))
 from make_demo_videos import main as make_demo_videos  # noqa: E402
 
 
+def encoded(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+# -- the picture's checks (clipseek.media.query_image), no Flow --------------------------------------------
+def test_pictures_of_every_common_kind_are_letterboxed_like_video_frames():
+    for mode, fmt in (("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("1", "PNG"), ("P", "GIF"),
+                      ("L", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF")):
+        pixels = query_pixels(encoded(Image.new(mode, (40, 30)), fmt), 64)
+        assert pixels.shape == (64, 64, 3) and pixels.dtype == np.uint8, (mode, fmt)
+    wide = query_pixels(encoded(Image.new("RGB", (80, 40), (255, 0, 0))), 64)
+    assert wide[32, 32].tolist() == [255, 0, 0] and wide[2, 32].tolist() == [0, 0, 0]  # black bars above/below
+
+
+def test_a_phone_photo_is_turned_the_way_up_its_exif_says():
+    tall = Image.new("RGB", (30, 60), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: rotate 90 degrees clockwise to show it
+    sideways = encoded(tall.rotate(90, expand=True), "JPEG", exif=exif.tobytes())
+    pixels = query_pixels(sideways, 60)
+    assert pixels[30, 30, 2] > 200 and pixels[30, 2].tolist() == [0, 0, 0]  # tall again: bars left and right
+
+
+def test_bad_pictures_are_refused_with_what_is_wrong(tmp_path):
+    with pytest.raises(QueryError, match="empty \\(0 bytes\\)"):
+        query_pixels(b"", 64)
+    with pytest.raises(QueryError, match="not an image"):
+        query_pixels(b"GIF89a but not really", 64)
+    with pytest.raises(QueryError, match="broken or truncated"):
+        query_pixels(encoded(Image.new("RGB", (400, 300)), "JPEG")[:300], 64)
+    with pytest.raises(QueryError, match="over the limit of 1000 bytes"):
+        query_pixels(b"x" * 1001, 64, ImageLimits(max_bytes=1000))
+    with pytest.raises(QueryError, match="not valid base64"):
+        decode_base64("not base64!")
+    assert decode_base64("data:image/png;base64," + base64.b64encode(b"abc").decode()) == b"abc"
+    (tmp_path / "roots").mkdir()
+    (tmp_path / "roots" / "a.png").write_bytes(encoded(Image.new("RGB", (4, 4))))
+    (tmp_path / "roots" / "out").symlink_to(tmp_path)
+    (tmp_path / "secret.png").write_bytes(b"")
+    assert read_query_file("a.png", [str(tmp_path / "roots")])[:4] == b"\x89PNG"
+    with pytest.raises(QueryError, match="outside the media folders"):
+        read_query_file(str(tmp_path / "roots" / "out" / "secret.png"), [str(tmp_path / "roots")])
+    with pytest.raises(QueryError, match="not a file"):
+        read_query_file(str(tmp_path / "roots"), [str(tmp_path / "roots")])
+
+
+# -- through the Flow ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
     videos = tmp_path_factory.mktemp("demo-videos")

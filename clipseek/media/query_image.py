@@ -1,5 +1,5 @@
 """A picture as a search query: read and check it (bytes or a path under the media roots), then
-letterbox it as the loader shapes video frames. Every refusal is a QueryError that names the problem.
+letterbox it as the loader shapes video frames (turned the way up its EXIF orientation says). Every refusal is a QueryError that names the problem.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipseek.errors import MediaPathError, QueryError
 from clipseek.media.imaging import letterbox
@@ -45,7 +45,7 @@ def read_query_file(path: str, roots: Sequence[str], limits: ImageLimits = Image
         raise QueryError(f"query image {path}: not a file")
     size = real.stat().st_size
     if size > limits.max_bytes:
-        raise QueryError(f"query image {path}: {size} bytes, over the limit of {limits.max_bytes}")
+        raise QueryError(f"query image {path}: {size} bytes, over the limit of {limits.max_bytes} bytes")
     return Path(real).read_bytes()
 
 
@@ -55,7 +55,7 @@ def query_pixels(data: bytes, size_px: int, limits: ImageLimits = ImageLimits(),
     if not data:
         raise QueryError(f"{name} is empty (0 bytes)")
     if len(data) > limits.max_bytes:
-        raise QueryError(f"{name}: {len(data)} bytes, over the limit of {limits.max_bytes}")
+        raise QueryError(f"{name}: {len(data)} bytes, over the limit of {limits.max_bytes} bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below decides
@@ -75,4 +75,4 @@ def query_pixels(data: bytes, size_px: int, limits: ImageLimits = ImageLimits(),
         raise QueryError(f"{name} is broken or truncated: {exc}") from None
     if width <= 0 or height <= 0:
         raise QueryError(f"{name} has no pixels ({width}x{height})")
-    return letterbox(image, size_px)
+    return letterbox(ImageOps.exif_transpose(image), size_px)  # a phone's photo the way up it was taken
