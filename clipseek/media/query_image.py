@@ -1,6 +1,6 @@
 """A picture as a search query: read and check it (bytes or a path under the media roots), turn it the
-way up its EXIF orientation says, and letterbox it as the loader shapes video frames. Every refusal is a QueryError that names the
-problem.
+way up its EXIF orientation says, and letterbox it as the loader shapes video frames. Every refusal is
+a QueryError that names the problem.
 """
 
 from __future__ import annotations
