@@ -11,7 +11,10 @@ Every service, the CLI and the web page import these types; nobody redefines a f
              a new path of content already indexed). Cheap; the client uses it to plan the ``/index``
              requests (and to split long videos into time ranges), each carrying ``generation``.
 ``/search``  client -> Query(text, top_k, video_ids): the text encoder fills ``embedding``, the indexer
-             fills ``segments`` (ranked, non-overlapping clips) or ``error``.
+             fills ``segments`` (ranked, non-overlapping clips, each with its ``confidence``) or ``error``.
+             A picture as the query: ``image_base64`` (the file's bytes) or ``image_path`` (under the media
+             roots); the text encoder embeds it with the model's image tower into ``image_embedding``.
+             "More like this": ``like`` = VIDEO@SECONDS, the indexer searches with that stored frame's vector.
 ``/videos``  client -> one empty VideoDoc: the indexer answers with one VideoDoc per indexed video.
 ``/delete``  client -> VideoDoc(video_id or uri): the indexer removes the video (by path: only that path
              when the same content is indexed at another one; ``paths`` says where it stays).
@@ -138,6 +141,8 @@ class Segment(BaseDoc):
     title: str = ""  # of its video (metadata)
     category: str = ""  # of its video (metadata)
     topic: str = ""  # of the shot it is in (when the library has a vocabulary)
+    confidence: Finite = 0.0  # how many standard deviations ``score`` stands above the query's scores over the library
+    level: str = ""  # "high", "medium" or "low": the confidence read with the model's thresholds (docs/search.md)
 
 
 class Query(BaseDoc):
@@ -154,6 +159,12 @@ class Query(BaseDoc):
     model: str = ""  # the model that made the embedding
     segments: DocList[Segment] = DocList[Segment]()
     error: str = ""
+    min_confidence: str = ""  # leave out results below this level: "low" (all; also ""), "medium", "high"
+    image_base64: str = ""  # a picture as the query: the bytes of a JPEG/PNG/WebP/... file, base64
+    image_path: str = ""  # ... or its path under the media roots (read by the text encoder)
+    image_weight: Finite = 0.5  # with both text and a picture: the picture's share of the query, 0..1
+    like: str = ""  # "more like this": VIDEO@SECONDS (a video id or path, a frame's time); no re-encoding
+    image_embedding: NdArray | None = None  # filled by the text encoder from the picture
 
 
 class Thumbnail(BaseDoc):

@@ -2,7 +2,8 @@
 
     clipseek serve
     clipseek index PATH... [--force]
-    clipseek search "TEXT" [--top-k N] [--video V ...] [--json]
+    clipseek search ["TEXT"] [--image PICTURE] [--like VIDEO@SECONDS] [--min-confidence LEVEL]
+                    [--top-k N] [--video V ...] [--json]
                     [--where FIELD=VALUE ...] [--topic T] [--mode M] [--text-weight W]
     clipseek videos [--json]
     clipseek delete VIDEO
@@ -24,7 +25,14 @@ from typing import TYPE_CHECKING
 
 from clipseek.api.cli_words import add_words_parsers, cmd_import_metadata, cmd_topics
 from clipseek.api.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, default_address
-from clipseek.api.format import format_time, segment_json, suggested_category, video_metadata
+from clipseek.api.format import (
+    NO_CONFIDENT_RESULT,
+    confidence_label,
+    format_time,
+    segment_json,
+    suggested_category,
+    video_metadata,
+)
 from clipseek.engine.deploy import add_deploy_parser, cmd_deploy
 from clipseek.errors import AuthenticationError, ClipseekError, FlowUnavailableError, QueryError
 
@@ -107,17 +115,40 @@ def _print_counts(report: IndexReport | None) -> None:
         print(f"{counts['indexed']} indexed, {counts['unchanged']} unchanged, {counts['failed']} failed", flush=True)
 
 
+def _picture(path: str) -> tuple[bytes | None, str]:
+    """``--image``: a local file is sent as its bytes; any other path is read by the Flow (media roots)."""
+    if not path:
+        return None, ""
+    local = Path(path).expanduser()
+    if local.is_file():
+        return local.read_bytes(), ""
+    return None, path
+
+
+def _like(spec: str) -> str:
+    """``--like VIDEO@SECONDS`` with a local video path made absolute."""
+    video, at, seconds = spec.rpartition("@")
+    return f"{_local_path(video)}@{seconds}" if at and video else spec
+
+
 def cmd_search(args: argparse.Namespace, client: ClipseekClient) -> int:
+    image, image_path = _picture(args.image or "")
     segments = client.search(args.text, top_k=args.top_k, videos=[_local_path(v) for v in args.video or []],
+                             min_confidence=args.min_confidence, image=image, image_path=image_path,
+                             image_weight=args.image_weight, like=_like(args.like or ""),
                              where=(args.where or []) + ([f"topic={args.topic}"] if args.topic else []),
                              mode=args.mode, text_weight=args.text_weight)
     if args.json:
         print(json.dumps([segment_json(s) for s in segments], indent=2, ensure_ascii=False))
         return EXIT_OK
     if not segments:
-        print("no results")
+        print("no results" if args.min_confidence in ("", "low") else f"no results at {args.min_confidence} "
+              "confidence or above")
+    elif all(s.level == "low" for s in segments):
+        print(NO_CONFIDENT_RESULT)
     for rank, s in enumerate(segments, 1):
-        print(f"{rank:2d}. {s.score:.3f}  {format_time(s.start_s)}-{format_time(s.end_s)}  {s.video}{_about(s)}")
+        print(f"{rank:2d}. {s.score:.3f} {confidence_label(s):>11s}  {format_time(s.start_s)}-{format_time(s.end_s)}"
+              f"  {s.video}{_about(s)}")
     return EXIT_OK
 
 
@@ -201,8 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="requests under way at once (2: one range decodes while the one before is embedded)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    search = sub.add_parser("search", help="find clips matching a sentence")
-    search.add_argument("text")
+    search = sub.add_parser("search", help="find clips matching a sentence, a picture, or a clip")
+    search.add_argument("text", nargs="?", default="", help="what you are looking for (optional with --image/--like)")
+    search.add_argument("--image", metavar="PICTURE",
+                        help="a picture as the query (a local file, or a path under the Flow's media folders)")
+    search.add_argument("--image-weight", type=float, default=0.5,
+                        help="with TEXT and --image: the picture's share of the query, 0..1 (default 0.5)")
+    search.add_argument("--like", metavar="VIDEO@SECONDS",
+                        help="more like this: clips like the indexed frame of VIDEO (id or path) at SECONDS")
+    search.add_argument("--min-confidence", choices=("low", "medium", "high"), default="low",
+                        help="leave out results below this confidence (docs/search.md)")
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--video", action="append", help="search only this video (id or path); repeatable")
     search.add_argument("--where", action="append", metavar="FIELD=VALUE",

@@ -11,6 +11,7 @@ documents (larger inputs are sent in several), and an endpoint that answers each
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -209,14 +210,22 @@ class ClipseekClient:
             return False
 
     # -- API ---------------------------------------------------------------------------------
-    def search(self, text: str, top_k: int = 10, videos: Iterable[str] = (), where: Iterable[str] = (),
-               mode: str = "auto", text_weight: float = 1.0) -> list[Segment]:
-        """Ranked clips for ``text``; raises QueryError for a bad query (empty text, bad top_k, ...).
-        ``where``: metadata filters "field=value" (all must hold; ``topic=...`` filters shots);
-        ``mode``: frames, text, hybrid or auto (hybrid when the library has metadata); ``text_weight``:
-        the weight of the words in hybrid (docs/metadata.md)."""
-        query = make_doc(Query, text=text, top_k=top_k, video_ids=list(videos), where=list(where), text_mode=mode,
-                         text_weight=text_weight)
+    def search(self, text: str = "", top_k: int = 10, videos: Iterable[str] = (), *, min_confidence: str = "",
+               image: bytes | None = None, image_path: str = "", image_weight: float = 0.5,
+               like: str = "", where: Iterable[str] = (), mode: str = "auto",
+               text_weight: float = 1.0) -> list[Segment]:
+        """Ranked clips for ``text``, a picture (``image`` bytes, or ``image_path`` under the Flow's media
+        roots; with text too, ``image_weight`` is the picture's share) or ``like`` (VIDEO@SECONDS: more
+        like that indexed frame); only those at ``min_confidence`` or above. ``where``: metadata filters
+        "field=value" (all must hold; ``topic=...`` filters shots); ``mode``: frames, text, hybrid or auto
+        (hybrid when the library has metadata); ``text_weight``: the weight of the words in hybrid
+        (docs/metadata.md). Raises QueryError for a bad query (empty, bad top_k, not an image, ...)."""
+        if image is not None and not image:
+            raise QueryError("the query image is empty (0 bytes)")
+        extra = {"image_base64": base64.b64encode(image).decode("ascii")} if image is not None else {}
+        query = make_doc(Query, text=text, top_k=top_k, video_ids=list(videos), min_confidence=min_confidence,
+                         image_path=image_path, image_weight=image_weight, like=like, where=list(where),
+                         text_mode=mode, text_weight=text_weight, **extra)
         result = self._post("/search", DocList[Query]([query]), Query)
         if result[0].error:
             raise QueryError(result[0].error)
@@ -233,6 +242,11 @@ class ClipseekClient:
         if failed:
             raise QueryError("; ".join(failed))
         return found
+
+    def more_like(self, video: str, time_s: float, top_k: int = 10, videos: Iterable[str] = (),
+                  min_confidence: str = "") -> list[Segment]:
+        """Clips like the indexed frame of ``video`` (id or path) nearest ``time_s``, by its stored vector."""
+        return self.search(top_k=top_k, videos=videos, min_confidence=min_confidence, like=f"{video}@{time_s:g}")
 
     def delete(self, video: str) -> VideoDoc:
         result = self._post("/delete", DocList[VideoDoc]([make_doc(VideoDoc, uri=video)]), VideoDoc)[0]

@@ -30,6 +30,8 @@ def segment_json(segment: Any) -> dict:
         "title": segment.title,
         "category": segment.category,
         "topic": segment.topic,
+        "confidence": segment.confidence,
+        "level": segment.level,
     }
 
 
@@ -67,3 +69,11 @@ def suggested_category(video: Any) -> str:
         return str(category)
     seconds = topic_seconds(video)
     return max(seconds, key=seconds.get) if seconds else ""
+
+
+def confidence_label(segment: Any) -> str:
+    """``high 2.4``: the level and the confidence number (empty when the index gave none)."""
+    return f"{segment.level} {segment.confidence:.1f}" if getattr(segment, "level", "") else ""
+
+
+NO_CONFIDENT_RESULT = "no result is confident: the library may hold nothing like this query"

@@ -103,7 +103,7 @@ def segment(hit: SearchHit) -> Segment:
                    end_s=round(clip.end_s, 3), score=round(clip.score, 5), thumbnail_s=round(clip.best_time_s, 3),
                    duration_s=record.duration_s, match=hit.match, text_score=hit.text_score,
                    title=_text(hit.metadata.get("title")), category=_text(hit.metadata.get("category")),
-                   topic=hit.topic)
+                   topic=hit.topic, confidence=round(hit.confidence, 3), level=hit.level)
 
 
 def _text(value: Any) -> str:

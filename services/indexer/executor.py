@@ -36,6 +36,7 @@ from clipseek.index import Library, SearchSettings, open_backend
 from clipseek.index.backend import ModelIdentity
 from clipseek.index.embedded.vectors import HnswSettings
 from clipseek.index.metadata import MetadataError
+from clipseek.index.queries import combine_query, parse_like
 from clipseek.index.records import VideoRecord
 from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, expected_identity
 
@@ -192,15 +193,14 @@ class Indexer(ClipseekExecutor):
         for query in docs:
             if not query.error:
                 try:
-                    if query.embedding is None:
-                        raise ClipseekError("the query has no embedding (is the text encoder in the Flow?)")
-                    hits = self.library.search(np.asarray(query.embedding, dtype=np.float32), query.top_k,
-                                               list(query.video_ids) or None, model=query.model,
-                                               **search_options(query))
+                    vector, kind = self._query_vector(query)
+                    hits = self.library.search(vector, query.top_k, list(query.video_ids) or None,
+                                               model=query.model, min_confidence=query.min_confidence,
+                                               query_kind=kind, **search_options(query))
                     query.segments = DocList[Segment]([segment(hit) for hit in hits])
                 except (ClipseekError, MetadataError) as exc:
                     query.error = str(exc)
-            query.embedding = None
+            query.embedding = query.image_embedding = None
         return docs
 
     # -- words: /metadata, /topics, /vocabulary ----------------------------------------------
@@ -256,3 +256,13 @@ class Indexer(ClipseekExecutor):
     def vocabulary(self, docs: DocList[TopicLabel], **kwargs: Any) -> DocList[TopicLabel]:
         """The library's topic labels (none when it has no vocabulary yet)."""
         return label_docs(self.library.vocabulary())
+    def _query_vector(self, query: Query) -> tuple[np.ndarray, str]:
+        """The text's vector, the picture's (or, for ``like``, a stored frame's), or both weighted."""
+        image = query.image_embedding
+        if query.like:
+            if image is not None:
+                raise ClipseekError("a query takes a picture or 'more like this', not both")
+            video, time_s = parse_like(query.like)
+            image = self.library.frame_vector(video, time_s)[2]
+        text = query.embedding if (query.text or "").strip() else None
+        return combine_query(text, image, query.image_weight)
