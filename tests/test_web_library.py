@@ -117,3 +117,28 @@ def test_browse_by_topic_groups_every_tagged_video_by_its_main_topic(client, pag
     assert sum(counts) == len(client.videos()) and counts == sorted(counts, reverse=True)
     main_topics = {v.topics[0].name for v in client.videos()}  # most first (a tie: the first listed)
     assert {re.sub(r" \(\d+\)$", "", g) for g in groups} == main_topics
+
+
+def test_the_search_form_filters_by_category_and_field_and_matches_on_words(client, page):
+    """With metadata, the Search screen offers what to match on and a category/topic/field filter; the
+    cards then come only from the videos the filter keeps, and a words-only match says so."""
+    assert page.selectbox(key="search_category").options == ["(any)", "Beach", "Wedding"]
+    page.text_input(key="query").set_value("a blue circle")
+    page.selectbox(key="search_category").set_value("Wedding")
+    page.button(key="FormSubmitter:search_form-Search").click().run()
+    assert not page.exception, page.exception
+    cards = [m.value for m in page.markdown if re.match(r"\*\*\d+\. ", m.value)]
+    assert cards and all("party\\.mp4" in c for c in cards), cards
+    assert any("where category=Wedding" in c.value for c in page.caption)
+
+    page.selectbox(key="search_category").set_value("(any)")
+    page.text_input(key="search_where").set_value("tags=sunset")
+    page.selectbox(key="search_mode").set_value("text")
+    page.text_input(key="query").set_value("couple beach")
+    page.button(key="FormSubmitter:search_form-Search").click().run()
+    assert not page.exception, page.exception
+    cards = [m.value for m in page.markdown if re.match(r"\*\*\d+\. ", m.value)]
+    assert cards and all("sea\\.mp4" in c for c in cards), cards
+    assert any("Sunset walk" in c.value and "found by text" in c.value for c in page.caption)
+    expected = client.search("couple beach", where=["tags=sunset"], mode="text")
+    assert len(cards) == len(expected)

@@ -1,10 +1,11 @@
 """The Search screen: a sentence and/or a picture in, clips out as cards with a thumbnail, the exact times,
-a confidence badge, a player, a frame-accurate download and "more like this"."""
+a confidence badge, a player, a frame-accurate download and "more like this". With metadata, the words
+match the videos' titles and briefs too (hybrid), and a category, topic or field narrows the search."""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import clips  # web/clips.py
@@ -12,7 +13,7 @@ import streamlit as st
 from common import NOTHING_INDEXED, WebSettings, demo_notice_ui, escape_md, get_client, video_names, whole_seconds
 
 from clipseek.api.client import ClipseekClient
-from clipseek.api.format import NO_CONFIDENT_RESULT, format_time
+from clipseek.api.format import NO_CONFIDENT_RESULT, format_time, library_topic_seconds, video_metadata
 from clipseek.docs import Segment, VideoDoc
 from clipseek.errors import ClipseekError, QueryError
 
@@ -20,6 +21,9 @@ CARDS_PER_ROW = 4
 LEVELS = ("low", "medium", "high")
 BADGE_COLOURS = {"high": "green", "medium": "orange", "low": "gray"}
 PICTURE_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+MODES = {"auto": "Frames and words (auto)", "frames": "Frames only", "text": "Words only (metadata)",
+         "hybrid": "Frames and words"}
+ANY = "(any)"
 
 
 @dataclass
@@ -33,6 +37,8 @@ class SearchRequest:
     image_weight: float = 0.5  # with text too: the picture's share
     like: str = ""  # "more like this": VIDEO@SECONDS
     like_label: str = ""  # how the page names that clip
+    where: list[str] = field(default_factory=list)  # metadata filters "field=value" (topic=... filters shots)
+    mode: str = "auto"  # frames, text, hybrid or auto (docs/metadata.md)
 
     def describe(self) -> str:
         """What was asked, in words, for the result's caption."""
@@ -77,8 +83,10 @@ def segment_key(segment: Segment) -> str:
 # -- page parts -------------------------------------------------------------------------------------
 
 
-def search_form_ui(names: dict[str, str]) -> SearchRequest | None:
-    """The search box (Enter submits), top-k and the video filter; returns a request when submitted."""
+def search_form_ui(videos: list[VideoDoc], names: dict[str, str]) -> SearchRequest | None:
+    """The search box (Enter submits), top-k, the video filter, a picture, the confidence, and (when the
+    library has metadata or topics) what to match on and a category, topic or field filter; returns a
+    request when submitted."""
     with st.form("search_form", border=False, enter_to_submit=True):
         text_col, filter_col, k_col, button_col = st.columns([6, 4, 1, 1.2], vertical_alignment="bottom")
         text = text_col.text_input("Describe the moment", key="query",
@@ -95,11 +103,33 @@ def search_form_ui(names: dict[str, str]) -> SearchRequest | None:
                                                   key="min_confidence",
                                                   help="How far a result stands above the rest of the library "
                                                        "for this query (docs/search.md)")
+        where, mode = words_filters_ui(videos)
     if not submitted:
         return None
     return SearchRequest(text=text, top_k=int(top_k), video_ids=list(video_ids), min_confidence=confidence,
                          image=picture.getvalue() if picture is not None else None,
-                         image_name=picture.name if picture is not None else "", image_weight=float(weight))
+                         image_name=picture.name if picture is not None else "", image_weight=float(weight),
+                         where=where, mode=mode)
+
+
+def words_filters_ui(videos: list[VideoDoc]) -> tuple[list[str], str]:
+    """What to match on, and a category / topic / "field=value" filter: shown only when the library has
+    metadata or topics (else nothing to filter on). Returns (where, mode)."""
+    categories = sorted({str(c) for c in (video_metadata(v).get("category") for v in videos) if c})
+    topics = list(library_topic_seconds(videos))
+    if not (categories or topics or any(video_metadata(v) for v in videos)):
+        return [], "auto"
+    mode_col, category_col, topic_col, field_col = st.columns([3, 3, 3, 3], vertical_alignment="bottom")
+    mode = mode_col.selectbox("Match on", options=list(MODES), format_func=MODES.get, key="search_mode",
+                              help="Frames: what the videos show; words: their titles, briefs and tags")
+    category = category_col.selectbox("Category", options=[ANY, *categories], key="search_category")
+    topic = topic_col.selectbox("Topic of the shot", options=[ANY, *topics], key="search_topic")
+    fields = field_col.text_input("Other fields (field=value, comma-separated)", key="search_where",
+                                  placeholder="tags=sunset")
+    where = [f"category={category}"] if category != ANY else []
+    where += [f"topic={topic}"] if topic != ANY else []
+    where += [part.strip() for part in fields.split(",") if part.strip()]
+    return where, mode
 
 
 def run_search(client: ClipseekClient, request: SearchRequest) -> SearchResult | None:
@@ -108,7 +138,8 @@ def run_search(client: ClipseekClient, request: SearchRequest) -> SearchResult |
     try:
         segments = client.search(request.text, request.top_k, request.video_ids,
                                  min_confidence=request.min_confidence, image=request.image,
-                                 image_weight=request.image_weight, like=request.like)
+                                 image_weight=request.image_weight, like=request.like, where=request.where,
+                                 mode=request.mode)
     except QueryError as exc:
         return SearchResult(request, [], error=str(exc))
     except ClipseekError as exc:
@@ -124,6 +155,7 @@ def results_ui(result: SearchResult, names: dict[str, str], address: str, settin
         return
     request = result.request
     where = " in the selected videos" if request.video_ids else ""
+    where += f" where {', '.join(request.where)}" if request.where else ""
     asked = request.describe()
     if not result.segments:
         if request.min_confidence != "low":
@@ -164,6 +196,11 @@ def card_ui(rank: int, segment: Segment, name: str, address: str, settings: WebS
                      color=BADGE_COLOURS.get(segment.level, "gray"))
         st.caption(f"{segment.end_s - segment.start_s:.1f} s · score {segment.score:.3f} · "
                    f"best frame {format_time(segment.thumbnail_s)}")
+        about = [escape_md(part) for part in (segment.title, segment.category, segment.topic) if part]
+        if segment.match and segment.match != "frames":
+            about.append(f"found by {segment.match.replace('+', ' and ')}")
+        if about:
+            st.caption(" · ".join(about))
         st.button("More like this", icon=":material/image_search:", key=f"like_{rank}", width="stretch",
                   on_click=_more_like, args=(segment, name),
                   help="Search with this clip's best frame (its stored vector: nothing is re-encoded)")
@@ -187,7 +224,7 @@ def _more_like(segment: Segment, name: str) -> None:
     last: SearchResult | None = st.session_state.get("search_result")
     base = last.request if last is not None else SearchRequest("", 12, [])
     st.session_state["pending_search"] = SearchRequest(
-        text="", top_k=base.top_k, video_ids=[], min_confidence=base.min_confidence,
+        text="", top_k=base.top_k, video_ids=[], min_confidence=base.min_confidence, mode="frames",
         like=f"{segment.video_id}@{segment.thumbnail_s:g}",
         like_label=f"{name} at {format_time(segment.thumbnail_s)}")
 
@@ -232,7 +269,7 @@ def search_ui(client: ClipseekClient, videos: list[VideoDoc], address: str, sett
         return
     demo_notice_ui(videos)
     names = video_names(videos)
-    request = search_form_ui(names) or st.session_state.pop("pending_search", None)
+    request = search_form_ui(videos, names) or st.session_state.pop("pending_search", None)
     if request is not None:
         st.session_state["search_result"] = run_search(client, request)
         st.session_state["playing"] = None
