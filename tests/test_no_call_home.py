@@ -201,7 +201,7 @@ def test_clipseek_serve_answers_a_search_without_calling_out(tmp_path):
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/"), [serve], "serving")
         answer = search(http_port)
-        assert answer["error"] == "" and answer["segments"] == [] and answer["model"] == "ViT-B-32", answer
+        assert answer["error"] == "" and answer["segments"] == [] and answer["model"] == "ViT-B-32 [random]", answer
     finally:
         stopped = serve.stop(signal.SIGINT)  # Ctrl-C
     assert serve.outbound() == [], serve.tail()
@@ -290,7 +290,7 @@ def test_compose_services_answer_a_search_without_calling_out(tmp_path):
         assert httpx.post(f"http://127.0.0.1:{http_port}/videos", json={"data": [{}]}, trust_env=False,
                           timeout=60).status_code == 401  # the key compose requires is required
         answer = search(http_port, settings["CLIPSEEK_API_KEY"])
-        assert answer["error"] == "" and answer["segments"] == [] and answer["model"] == "ViT-B-32", answer
+        assert answer["error"] == "" and answer["segments"] == [] and answer["model"] == "ViT-B-32 [random]", answer
     finally:
         # `docker compose stop` sends SIGTERM and kills after 10 s; each service ends well within that
         stopped = {traced.name: traced.stop(signal.SIGTERM) for traced in reversed(running)}

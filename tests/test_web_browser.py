@@ -258,7 +258,8 @@ def test_an_upload_is_stored_and_indexed_once_with_the_default_settings(page, fl
     page.get_by_text("Up to 2048 MB a file").wait_for()  # .streamlit/config.toml raised Streamlit's 200 MB
     for file, summary in [(upload, "1 indexed, 0 already indexed, 0 failed"),
                           (same_content, "0 indexed, 1 already indexed, 0 failed")]:
-        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(file))
+        # the videos' uploader takes several files (the Search tab's picture uploader takes one)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"][multiple]').set_input_files(str(file))
         page.locator('[data-testid="stFileUploaderDropzone"]').get_by_text(file.name).wait_for()
         page.get_by_role("button", name="Upload and index").click()
         page.get_by_text(summary).wait_for()
