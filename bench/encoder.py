@@ -8,7 +8,7 @@ not see inside ``_native_multi_head_attention`` and counted ViT-B-32 as 5.89 GFL
 (4.4 GMAC, the published figure). Matmul rate and encoder speed are measured alternately, and the
 fraction is the median of the per-round fractions, so background load hits both alike.
 
-int8 (``precision: int8``, clipseek.clip_model.quantize_int8) is measured on the same weights as
+int8 (``precision: int8``, clipseek.model.open_clip_compat.quantize_int8) is measured on the same weights as
 fp32, with the cosine between the two embeddings of each frame.
 """
 
@@ -80,7 +80,8 @@ def measure_encoder(model: str, pretrained: str, batch_size: int = 32, frames: i
 
     import torch
 
-    from clipseek.clip_model import cpu_has_native_bf16, load_clip, quantize_int8
+    from clipseek.model.clip import cpu_has_native_bf16, load_clip
+    from clipseek.model.open_clip_compat import quantize_int8
 
     clip = load_clip(model, pretrained, "cpu", "fp32")
     rng = np.random.default_rng(0)

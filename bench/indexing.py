@@ -32,7 +32,7 @@ class FlowIndexRun:
 
 def start_flow(model: str, pretrained: str, media_root: Path, workspace: Path, overrides: dict | None = None):
     """The real Flow on free ports (a context manager: ``with start_flow(...) as flow``)."""
-    from clipseek.serve import BackgroundFlow, ServeSettings
+    from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
     settings = ServeSettings(grpc_port=free_port(), http_port=free_port())
     return BackgroundFlow(settings, {"model": model, "pretrained": pretrained, "media_roots": [str(media_root)],
@@ -41,7 +41,7 @@ def start_flow(model: str, pretrained: str, media_root: Path, workspace: Path, o
 
 def index_with(flow, video: Path, chunk_s: float | None = None) -> FlowIndexRun:
     """Index ``video`` (force) through a running Flow over HTTP; peak RSS is over the Flow's life so far."""
-    from clipseek.client import DEFAULT_CHUNK_S, ClipseekClient
+    from clipseek.api.client import DEFAULT_CHUNK_S, ClipseekClient
 
     client = ClipseekClient(flow.http)
     started = time.perf_counter()
@@ -89,12 +89,14 @@ def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: fl
                             batch_size: int = 32) -> PartsRun:
     """The loader's and the image encoder's work on ``video`` (in the client's ranges), one after the
     other, in this process (run it through bench.worker)."""
-    from clipseek.client import DEFAULT_CHUNK_S, plan_ranges
+    from clipseek.api.client import DEFAULT_CHUNK_S, plan_ranges
 
     chunk_s = chunk_s or DEFAULT_CHUNK_S
-    from clipseek.clip_model import image_size_for, load_clip
-    from clipseek.shots import SamplingSettings, scan_frames
-    from clipseek.video import FrameReader, probe
+    from clipseek.media.scan import scan_range
+    from clipseek.media.shots import SamplingSettings
+    from clipseek.media.video import probe
+    from clipseek.model.clip import load_clip
+    from clipseek.model.spec import image_size_for
 
     video = Path(video)
     info = probe(video)
@@ -103,9 +105,7 @@ def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: fl
     pixels = []
     started = time.perf_counter()
     for start_s, end_s in plan_ranges(info.duration_s, chunk_s):
-        end = end_s if end_s is not None else info.duration_s
-        scan = scan_frames(FrameReader(video, info, size_px, start_s, end), sampling, info.fps, size_px,
-                           info.aspect, start_s, end)
+        scan = scan_range(video, info, sampling, size_px, start_s, end_s).scan
         pixels.extend(f.pixels for f in scan.frames)
     decode_s = time.perf_counter() - started
     clip = load_clip(model, pretrained)

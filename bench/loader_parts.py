@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import inputs  # noqa: E402
-from clipseek.ffmpeg_cmd import decode_argv, file_url  # noqa: E402
-from clipseek.shots import SamplingSettings, scan_frames  # noqa: E402
-from clipseek.video import FrameReader, probe  # noqa: E402
+from clipseek.media.ffmpeg_cmd import decode_argv, file_url  # noqa: E402
+from clipseek.media.shots import SamplingSettings, scan_frames  # noqa: E402
+from clipseek.media.video import FrameReader, probe  # noqa: E402
 
 
 def best_of(repeat: int, run) -> float:

@@ -60,6 +60,8 @@ def add_indexing(report: Report, result: IndexingResult) -> None:
     n = f"median of {len(result.ours)}"
     report.add(f"index wall {key}", result.wall_s, "s", f"{n}; through the Flow, HTTP client")
     report.add(f"index frames embedded {key}", result.frames, "frames", f"{result.ours[0].shots} shots")
+    report.add(f"index frames embedded per minute {key}", result.frames * 60.0 / result.duration_s, "frames/min",
+               "of video")
     report.add(f"index real-time factor {key}", result.duration_s / result.wall_s, "x",
                "video seconds per wall second")
     report.add(f"index peak RSS, largest process {key}", median([r.max_rss_mb for r in result.ours]), "MiB",
@@ -124,10 +126,10 @@ def add_search(report: Report, result) -> None:
         report.add(f"search {protocol.upper()} p99 {key}", p99, "ms", "")
     report.add(f"search recall@10 {key}", result.recall_at_10, "fraction", "hnsw (ef 256, k 100) vs exact")
     report.add(f"text encode alone p50 {key}", result.parts["text_encode_p50_ms"], "ms", "in-process")
-    report.add(f"FrameStore.search alone p50 {key}", result.parts["store_search_p50_ms"], "ms",
+    report.add(f"Library.search alone p50 {key}", result.parts["store_search_p50_ms"], "ms",
                "in-process: hnsw + clip assembly")
     if result.build_s:
-        report.add(f"workspace build {key}", result.build_s, "s", "FrameStore.add + commit")
+        report.add(f"workspace build {key}", result.build_s, "s", "Library.index_range + graph inserted + checkpoint")
 
 
 def known(value: float, verdict: bool) -> bool | None:

@@ -37,7 +37,7 @@ def decode_1fps_full_resolution(path: Path):
 def load_model(model: str, pretrained: str):
     import open_clip
 
-    from clipseek.clip_model import resolve_model
+    from clipseek.model.spec import resolve_model
 
     spec = resolve_model(model, pretrained)
     if spec.config_dir is not None:

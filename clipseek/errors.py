@@ -32,3 +32,19 @@ class QueryError(ClipseekError):
 
 class FlowUnavailableError(ClipseekError):
     """The clipseek Flow cannot be reached at the configured address."""
+
+
+class WorkspaceBusyError(ClipseekError):
+    """Another process already writes to this index workspace."""
+
+
+class ServiceUnavailableError(ClipseekError):
+    """The Flow answered, but one of its services (``service``) is down; other endpoints may still work."""
+
+    def __init__(self, message: str, service: str = ""):
+        self.service = service
+        super().__init__(message)
+
+
+class AuthenticationError(ClipseekError):
+    """The Flow refused the request: its API key is missing or wrong (CLIPSEEK_API_KEY)."""

@@ -65,7 +65,7 @@ def media_dir(tmp_path_factory) -> Path:
 
 def running_flow(model: str, pretrained: str, media_roots: str, workspace: Path, **settings):
     """The real Flow on free ports with these service settings (a context manager)."""
-    from clipseek.serve import BackgroundFlow, ServeSettings
+    from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
     overrides = {"model": model, "pretrained": pretrained, "media_roots": [media_roots],
                  "workspace": str(workspace), **settings}

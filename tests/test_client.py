@@ -1,13 +1,21 @@
 """The client's indexing plan without a Flow: ranges, requests in flight, order and failures."""
 
+import json
 import threading
 import time
 
+import httpx
 import pytest
 
-from clipseek.client import ClipseekClient, plan_ranges
+from clipseek.api.client import MAX_DOCS_PER_REQUEST, ClipseekClient, plan_ranges
 from clipseek.docs import VideoDoc
-from clipseek.errors import ClipseekError, FlowUnavailableError
+from clipseek.errors import (
+    AuthenticationError,
+    ClipseekError,
+    FlowUnavailableError,
+    QueryError,
+    ServiceUnavailableError,
+)
 
 
 class FakeFlow(ClipseekClient):
@@ -31,7 +39,7 @@ class FakeFlow(ClipseekClient):
                 if p in self.durations else VideoDoc(uri=p, error=f"{p}: no such file", status="failed")
                 for p in paths]
 
-    def index_range(self, path, start_s, end_s, force=False):
+    def index_range(self, path, start_s, end_s, force=False, generation=0.0):
         with self.lock:
             self.sent.append((path, start_s))
             self.in_flight += 1
@@ -97,3 +105,83 @@ def test_a_flow_that_goes_away_stops_the_run_without_waiting_for_requests_under_
         flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0)
     assert time.perf_counter() - started < 2.0  # the 5 s request still under way is not waited for
     assert ("/m/a.mp4", 200.0) in flow.sent and ("/m/b.mp4", 0.0) not in flow.sent
+
+
+def test_a_flow_that_goes_away_still_gets_every_file_of_the_run_reported():
+    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 50.0, "/m/c.mp4": 50.0}, unavailable_at=("/m/a.mp4", 100.0))
+    seen = []
+    with pytest.raises(FlowUnavailableError) as stopped:
+        flow.index(["/m/a.mp4", "/m/b.mp4", "/m/c.mp4", "/m/missing.mp4"], chunk_s=100.0, on_file=seen.append)
+    report = stopped.value.report
+    assert [o.path for o in report.outcomes] == [o.path for o in seen] == \
+           ["/m/a.mp4", "/m/b.mp4", "/m/c.mp4", "/m/missing.mp4"]
+    assert report.counts() == {"indexed": 0, "unchanged": 0, "failed": 4}
+    assert all("not indexed: the Flow went away" in o.error for o in report.outcomes[:3])
+
+
+def test_a_service_that_is_down_fails_the_files_that_need_it_and_the_run_goes_on():
+    class LoaderDown(FakeFlow):
+        def probe(self, paths, force=False):
+            raise ServiceUnavailableError("/probe: the video_loader service is down", "video_loader")
+
+    seen = []
+    report = LoaderDown({}).index(["/m/a.mp4", "/m/folder"], on_file=seen.append)
+    assert [o.path for o in seen] == ["/m/a.mp4", "/m/folder"]
+    assert all(o.status == "failed" and "video_loader" in o.error for o in report.outcomes)
+
+
+def answering(handler) -> ClipseekClient:
+    """A client whose HTTP requests are answered by ``handler(request) -> httpx.Response``."""
+    client = ClipseekClient("http://clipseek.test:51001", api_key="the-key")
+    client._http = httpx.Client(transport=httpx.MockTransport(handler), headers=client._http.headers)
+    return client
+
+
+def test_requests_carry_at_most_100_documents_and_every_answer_comes_back_in_order():
+    sizes = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer the-key"
+        data = json.loads(request.content)["data"]
+        sizes.append(len(data))
+        return httpx.Response(200, json={"data": [{**d, "path": d["uri"], "status": "probed"} for d in data]})
+
+    paths = [f"/m/{i:03d}.mp4" for i in range(250)]
+    assert [d.path for d in answering(handler).probe(paths)] == paths
+    assert sizes == [MAX_DOCS_PER_REQUEST, MAX_DOCS_PER_REQUEST, 50]
+
+
+def test_an_answer_with_fewer_documents_than_were_sent_is_an_error_not_a_silent_loss():
+    def handler(request: httpx.Request) -> httpx.Response:
+        data = json.loads(request.content)["data"]
+        return httpx.Response(200, json={"data": data[:-1]})  # what jina's HTTP gateway did past 100
+
+    with pytest.raises(ClipseekError, match="answered 0 of the 1 documents sent"):
+        answering(handler).delete("/m/a.mp4")
+
+
+@pytest.mark.parametrize("status, body, headers, error, message", [
+    (401, {"detail": "missing or wrong API key"}, {}, AuthenticationError, "refused /videos: missing or wrong"),
+    (422, {"detail": "data[0].top_k: Input should be ..."}, {}, QueryError, "refused the request: data"),
+    (503, {"detail": "the indexer service is down"}, {"x-clipseek-service": "indexer"}, ServiceUnavailableError,
+     "the indexer service is down"),
+    (500, {"detail": "/videos failed in Indexer: boom"}, {}, ClipseekError, "HTTP 500 /videos failed in Indexer"),
+])
+def test_http_errors_become_errors_that_say_what_failed(status, body, headers, error, message):
+    client = answering(lambda request: httpx.Response(status, json=body, headers=headers))
+    with pytest.raises(error, match=message) as raised:
+        client.videos()
+    if status == 503:
+        assert raised.value.service == "indexer"
+
+
+def test_bad_values_are_refused_before_anything_is_sent(monkeypatch):
+    monkeypatch.setenv("CLIPSEEK_API_KEY", "from-the-environment")
+    client = answering(lambda request: pytest.fail("nothing should be sent"))
+    assert ClipseekClient("http://127.0.0.1:9").api_key == "from-the-environment"
+    for call, message in [(lambda: client.search("x", top_k=2**31), "top_k: Input should be less than"),
+                          (lambda: client.thumbnail("/m/a.mp4", float("nan")), "time_s: Input should be a finite"),
+                          (lambda: client.index_range("/m/a.mp4", float("inf"), None), "start_s: Input should be"),
+                          (lambda: client.index(["/m/a.mp4"], chunk_s=float("nan")), "range length")]:
+        with pytest.raises(QueryError, match=message):
+            call()

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from clipseek.demo import EVAL_SEED, MODEL_CONFIG_PATH, MODEL_NAME, MODEL_WEIGHTS_PATH, TRAIN_SEED, vocab
-from clipseek.imaging import mean_luma
+from clipseek.media.imaging import mean_luma
 
 TOOLS_DIR = Path(__file__).resolve().parents[1] / "tools"
 TEST_SEED = 31_337  # neither the training seed nor the evaluation seed

@@ -7,9 +7,9 @@ import sys
 import pytest
 from conftest import REPO, free_port
 
-from clipseek.client import ClipseekClient
-from clipseek.demo.search_eval import evaluate
-from clipseek.serve import BackgroundFlow, ServeSettings
+from clipseek.api.client import ClipseekClient
+from clipseek.api.demo_eval import evaluate
+from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
 pytestmark = pytest.mark.slow
 

@@ -14,6 +14,7 @@ import dataclasses
 import http.server
 import importlib.util
 import json
+import os
 import re
 import shutil
 import socket
@@ -26,8 +27,10 @@ import pytest
 import yaml
 from conftest import free_port
 
-from clipseek import deploy
-from clipseek.serve import ServeSettings
+from clipseek.engine import deploy
+from clipseek.engine import health as health_check
+from clipseek.engine.gateway import gateway_args
+from clipseek.engine.serve import ServeSettings
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -62,12 +65,12 @@ def env_names(cls: type) -> set[str]:
 
 
 def web_setting_names() -> set[str]:
-    """The fields of WebSettings in web/app.py (read, not imported: importing runs the page)."""
-    tree = ast.parse((REPO / "web" / "app.py").read_text())
+    """The fields of WebSettings in web/common.py (read, not imported)."""
+    tree = ast.parse((REPO / "web" / "common.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == "WebSettings":
             return {f"CLIPSEEK_{s.target.id.upper()}" for s in node.body if isinstance(s, ast.AnnAssign)}
-    raise AssertionError("web/app.py has no WebSettings")
+    raise AssertionError("web/common.py has no WebSettings")
 
 
 def flow() -> dict:
@@ -96,7 +99,7 @@ def test_every_executor_of_the_flow_has_a_compose_service_running_it():
     services = compose()["services"]
     for executor in flow_executors():
         command = services[service_name(executor["name"])]["command"]
-        assert command[:2] == ["jina", "executor"], command
+        assert command[:6] == ["python", "-m", "clipseek.torch_free", "jina", "executor", "--uses"], command
         assert option(command, "--uses") == [executor["uses"]]
         assert (REPO / executor["uses"]).is_file()
         assert option(command, "--name") == [executor["name"]]
@@ -106,7 +109,9 @@ def test_every_executor_of_the_flow_has_a_compose_service_running_it():
 def test_the_gateway_routes_the_flow_chain_to_the_compose_services():
     services = compose()["services"]
     command = services["gateway"]["command"]
-    assert command[:2] == ["jina", "gateway"]
+    # clipseek's gateway (API key, whole requests), with torch kept out
+    assert command[:6] == ["python", "-m", "clipseek.torch_free", "-m", "clipseek.engine.gateway", "--host"]
+    assert gateway_args(command[5:]).uses == "ClipseekGateway"  # its options are jina gateway's
     names = [e["name"] for e in flow_executors()]
     chain = ["start-gateway", *names, "end-gateway"]
     routes = {a: [b] for a, b in zip(chain[:-1], chain[1:], strict=True)}
@@ -144,8 +149,20 @@ def test_every_clipseek_variable_given_to_a_service_is_one_of_its_settings():
         missing = {k for k in known - given if (executor, k) not in NOT_PASSED}
         assert not missing, f"{executor}: settings compose does not pass through: {missing}"
     web = {k for k in services["web"]["environment"] if k.startswith("CLIPSEEK_")}
-    assert web == web_setting_names() | {"CLIPSEEK_ADDRESS"}  # clipseek.client reads CLIPSEEK_ADDRESS too
-    assert not [k for k in services["gateway"]["environment"] if k.startswith("CLIPSEEK_")]
+    assert web == web_setting_names() | {"CLIPSEEK_ADDRESS"}  # clipseek.api.client reads CLIPSEEK_ADDRESS too
+    gateway = {k for k in services["gateway"]["environment"] if k.startswith("CLIPSEEK_")}
+    assert gateway == {"CLIPSEEK_API_KEY"} and gateway <= env_names(ServeSettings)
+
+
+def test_compose_requires_an_api_key_and_gives_it_to_the_gateway_and_the_page():
+    services = compose()["services"]
+    for name in ("gateway", "web"):
+        assert services[name]["environment"]["CLIPSEEK_API_KEY"].startswith("${CLIPSEEK_API_KEY:?"), name
+    for name in ("video-loader", "image-encoder", "text-encoder", "indexer"):
+        assert "CLIPSEEK_API_KEY" not in services[name]["environment"], name  # executors never see it
+        assert "ports" not in services[name], name  # reachable on the compose network only
+    assert option(services["gateway"]["command"], "--host") == ["0.0.0.0"]  # in its container; `ports` decides
+    assert all(p.startswith("${CLIPSEEK_BIND_ADDRESS:-127.0.0.1}:") for p in services["gateway"]["ports"])
 
 
 def test_every_clipseek_variable_compose_reads_on_the_host_is_a_setting_or_documented():
@@ -190,24 +207,42 @@ def test_volumes_hold_the_index_the_weights_and_the_videos():
 
 
 def test_every_service_has_a_healthcheck_on_its_own_port_and_a_restart_policy():
-    services = compose()["services"]
+    services = ours(compose()["services"])
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         test = service["healthcheck"]["test"]
-        assert test[:5] == ["CMD", "python", "-m", "clipseek.deploy", "health"], (name, test)
-        target = test[5]
-        if service["command"][:2] == ["jina", "executor"]:
+        assert test[:4] == ["CMD", "python", "-m", "clipseek.engine.health"], (name, test)
+        target = test[4]
+        if "executor" in service["command"]:
             assert target == f"grpc://127.0.0.1:{option(service['command'], '--port')[0]}", name
-    assert services["gateway"]["healthcheck"]["test"][5] == f"http://127.0.0.1:{ServeSettings().http_port}/"
+    assert services["gateway"]["healthcheck"]["test"][4] == f"http://127.0.0.1:{ServeSettings().http_port}/"
     web = services["web"]
     page_port = option(web["command"], "--server.port")[0]
-    assert web["healthcheck"]["test"][5] == f"http://127.0.0.1:{page_port}/_stcore/health"
+    assert web["healthcheck"]["test"][4] == f"http://127.0.0.1:{page_port}/_stcore/health"
     assert option(web["command"], "--browser.gatherUsageStats") == ["false"]
+
+
+def ours(services: dict) -> dict:
+    """The services that run an image of this repo (not the qdrant profile's official Qdrant image)."""
+    return {name: s for name, s in services.items() if not s.get("image", "").startswith("qdrant/")}
+
+
+def test_the_qdrant_profile_runs_the_official_image_pinned_with_a_volume_and_a_healthcheck():
+    qdrant = compose()["services"]["qdrant"]
+    assert qdrant["profiles"] == ["qdrant"]  # only with COMPOSE_PROFILES=qdrant
+    image, _, tag = qdrant["image"].partition(":")
+    client = re.search(r'"qdrant-client==(\d+)\.(\d+)\.\d+"', (REPO / "pyproject.toml").read_text())
+    assert image == "qdrant/qdrant" and tag.startswith(f"v{client.group(1)}.{client.group(2)}.")  # same minor
+    assert qdrant["restart"] == "unless-stopped" and qdrant["healthcheck"]["test"]
+    assert any(v.endswith(":/qdrant/storage") for v in qdrant["volumes"])
+    assert str(qdrant["environment"]["QDRANT__TELEMETRY_DISABLED"]) == "true"
+    indexer = compose()["services"]["indexer"]["environment"]
+    assert {"CLIPSEEK_INDEX_BACKEND", "CLIPSEEK_QDRANT_URL"} <= set(indexer)
 
 
 def test_every_image_is_built_by_a_dockerfile_of_the_repo():
     built: dict[str, str] = {}
-    for name, service in compose()["services"].items():
+    for name, service in ours(compose()["services"]).items():
         build = service["build"]
         assert (REPO / build["context"] / build["dockerfile"]).is_file(), name
         assert built.setdefault(service["image"], build["dockerfile"]) == build["dockerfile"], name
@@ -251,16 +286,21 @@ def test_the_dockerignore_lets_in_what_the_dockerfiles_copy_and_nothing_else():
                 assert (REPO / source).exists(), source
 
 
-def test_docker_compose_accepts_the_files():
+def test_docker_compose_accepts_the_files_and_refuses_to_run_without_an_api_key():
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose not installed (apt-get install -y docker-compose)")
+    environ = {k: v for k, v in os.environ.items() if k != "CLIPSEEK_API_KEY"}
     for files in ([COMPOSE], [COMPOSE, COMPOSE_GPU]):
         argv = [binary, "--project-directory", str(REPO)]
         for path in files:
             argv += ["-f", str(path)]
-        result = subprocess.run([*argv, "config", "--quiet"], capture_output=True, text=True)
+        result = subprocess.run([*argv, "config", "--quiet"], capture_output=True, text=True,
+                                env={**environ, "CLIPSEEK_API_KEY": "k"})
         assert result.returncode == 0, result.stderr
+    refused = subprocess.run([binary, "--project-directory", str(REPO), "-f", str(COMPOSE), "config", "--quiet"],
+                             capture_output=True, text=True, env=environ)
+    assert refused.returncode != 0 and "set CLIPSEEK_API_KEY in .env" in refused.stderr
 
 
 def test_hadolint_finds_nothing_in_the_dockerfiles():
@@ -274,10 +314,10 @@ def test_hadolint_finds_nothing_in_the_dockerfiles():
 # -- the health check the containers run -------------------------------------------------------------------
 def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     closed = free_port()
-    assert "127.0.0.1" in deploy.check_health(f"http://127.0.0.1:{closed}/", timeout_s=2)
-    assert "UNAVAILABLE" in deploy.check_health(f"grpc://127.0.0.1:{closed}", timeout_s=2)
+    assert "127.0.0.1" in health_check.check_health(f"http://127.0.0.1:{closed}/", timeout_s=2)
+    assert "UNAVAILABLE" in health_check.check_health(f"grpc://127.0.0.1:{closed}", timeout_s=2)
     with pytest.raises(ValueError, match="grpc://"):
-        deploy.check_health("tcp://127.0.0.1:1")
+        health_check.check_health("tcp://127.0.0.1:1")
 
     class Ok(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (the http.server name)
@@ -290,7 +330,7 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     server = http.server.HTTPServer(("127.0.0.1", 0), Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert deploy.check_health(f"http://127.0.0.1:{server.server_port}/") is None
+        assert health_check.check_health(f"http://127.0.0.1:{server.server_port}/") is None
     finally:
         server.shutdown()
 
@@ -304,15 +344,16 @@ def test_the_health_check_answers_for_http_and_grpc_and_says_why_not():
     port = grpc_server.add_insecure_port("127.0.0.1:0")
     grpc_server.start()
     try:
-        assert deploy.check_health(f"grpc://127.0.0.1:{port}") is None
-        assert deploy.main(["health", f"grpc://127.0.0.1:{port}"]) == 0
+        assert health_check.check_health(f"grpc://127.0.0.1:{port}") is None
+        assert health_check.main([f"grpc://127.0.0.1:{port}"]) == 0
     finally:
         grpc_server.stop(0)
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------------
 SCALED = deploy.K8sOptions(image="registry.example/clipseek:test", namespace="search", encoder_replicas=3,
-                           indexer_shards=2, encoder_gpus=1, env={"CLIPSEEK_MODEL": "ViT-B-32"})
+                           index="qdrant", indexer_replicas=2, qdrant_url="http://qdrant.search.svc:6333",
+                           encoder_gpus=1, env={"CLIPSEEK_MODEL": "ViT-B-32"})
 
 
 @pytest.fixture(scope="module")
@@ -378,7 +419,8 @@ def test_each_executor_pod_runs_its_service_from_the_repo_with_its_settings(scal
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container(workload)[probe]["exec"]["command"][:4] == ["python", "-m", "clipseek.deploy", "health"]
+            command = container(workload)[probe]["exec"]["command"]
+            assert command[:3] == ["python", "-m", "clipseek.engine.health"]
 
 
 def test_the_encoders_are_replicated_and_get_a_gpu(scaled_manifests):
@@ -391,21 +433,32 @@ def test_the_encoders_are_replicated_and_get_a_gpu(scaled_manifests):
         assert found[name]["spec"]["replicas"] == 1
 
 
-def test_the_index_is_sharded_behind_a_head_each_shard_on_its_own_volume(scaled_manifests):
+def test_with_qdrant_the_indexer_keeps_no_state_and_runs_as_replicas(scaled_manifests):
     found = workloads(scaled_manifests)
-    shards = [found[f"indexer-{i}"] for i in range(SCALED.indexer_shards)]
-    for i, shard in enumerate(shards):
-        assert shard["kind"] == "StatefulSet" and shard["spec"]["replicas"] == 1
-        [claim] = shard["spec"]["volumeClaimTemplates"]
-        assert claim["spec"]["resources"]["requests"]["storage"] == SCALED.index_storage
-        mount = {"name": claim["metadata"]["name"], "mountPath": deploy.WORKSPACE_MOUNT}
-        assert container(shard)["volumeMounts"] == [mount]
-        args = container(shard)["args"]
-        assert (option(args, "--shard-id")[0] if "--shard-id" in args else "0") == str(i)  # jina omits 0
-    head = container(found["indexer-head"])["args"]
-    assert json.loads(option(head, "--polling")[0]) == deploy.SHARD_POLLING
-    connections = json.loads(option(head, "--connection-list")[0])
-    assert connections == {str(i): f"indexer-{i}.search.svc:{deploy.JINA_EXECUTOR_PORT}" for i in range(2)}
+    indexer = found["indexer"]
+    assert indexer["kind"] == "Deployment" and indexer["spec"]["replicas"] == SCALED.indexer_replicas
+    assert "volumeClaimTemplates" not in indexer["spec"]
+    [config] = [d for d in all_docs(scaled_manifests) if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"] == "indexer-configmap"]  # jina's export puts the env there
+    env = config["data"]
+    assert env["CLIPSEEK_INDEX_BACKEND"] == "qdrant" and env["CLIPSEEK_QDRANT_URL"] == SCALED.qdrant_url
+    # it sees the videos (to tell a copied file from a moved one), read-only
+    assert container(indexer)["volumeMounts"] == [{"name": "media", "mountPath": "/media", "readOnly": True}]
+    assert not any(name.startswith("indexer-head") or name.startswith("indexer-") for name in found)
+    for name in ("video-loader", "indexer"):  # no model there: torch kept out
+        assert container(found[name])["command"] == ["python", "-m", "clipseek.torch_free", "jina"], name
+
+
+def test_the_embedded_index_is_one_pod_on_its_own_volume_and_cannot_be_replicated(tmp_path):
+    manifests = deploy.kubernetes_manifests(deploy.K8sOptions(image="registry.example/clipseek:test"))
+    indexer = workloads(manifests)["indexer"]
+    assert indexer["kind"] == "StatefulSet" and indexer["spec"]["replicas"] == 1
+    [claim] = indexer["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == deploy.K8sOptions().index_storage
+    mounts = container(indexer)["volumeMounts"]
+    assert {"name": claim["metadata"]["name"], "mountPath": deploy.WORKSPACE_MOUNT} in mounts
+    with pytest.raises(ValueError, match="indexer replicas need --index qdrant"):
+        deploy.K8sOptions(indexer_replicas=2)
 
 
 def test_services_select_pods_on_ports_they_listen_on(scaled_manifests):
@@ -429,6 +482,44 @@ def test_services_select_pods_on_ports_they_listen_on(scaled_manifests):
         assert service in services and int(port) == services[service]["spec"]["ports"][0]["port"], executor
 
 
+def test_the_gateway_pod_runs_clipseeks_gateway_with_the_key_from_a_secret(scaled_manifests):
+    gateway = container(workloads(scaled_manifests)["gateway"])
+    assert gateway["command"] == ["python", "-m", "clipseek.torch_free", "-m", "clipseek.engine.gateway"]
+    assert gateway_args(gateway["args"]).uses == "ClipseekGateway"  # jina's export's arguments still parse
+    [key] = [e for e in gateway["env"] if e["name"] == "CLIPSEEK_API_KEY"]
+    ref = key["valueFrom"]["secretKeyRef"]
+    [secret] = [d for d in all_docs(scaled_manifests) if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == ref["name"] and len(secret["stringData"][ref["key"]]) >= 32
+    for name, workload in workloads(scaled_manifests).items():
+        if name != "gateway":
+            assert "CLIPSEEK_API_KEY" not in yaml.safe_dump(workload), name
+    # readiness: every executor answers (GET /); liveness: the gateway's own gRPC health
+    assert gateway["readinessProbe"]["exec"]["command"][-1] == f"http://127.0.0.1:{ServeSettings().http_port}/"
+    assert gateway["livenessProbe"]["exec"]["command"][-1] == f"grpc://127.0.0.1:{ServeSettings().grpc_port}"
+
+
+def test_a_given_api_key_is_used_and_a_new_random_one_otherwise():
+    fixed = deploy._api_key_secret(deploy.K8sOptions(api_key="my-key"))
+    assert fixed["stringData"][deploy.API_KEY_FIELD] == "my-key"
+    one, two = (deploy._api_key_secret(deploy.K8sOptions())["stringData"][deploy.API_KEY_FIELD] for _ in range(2))
+    assert one != two
+
+
+def test_only_the_gateway_and_the_shard_heads_may_connect_to_the_executors(scaled_manifests):
+    [policy] = [d for d in all_docs(scaled_manifests) if d["kind"] == "NetworkPolicy"]
+
+    def selected(selector: dict, labels: dict) -> bool:
+        return all(labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"])
+
+    [rule] = policy["spec"]["ingress"]
+    [source] = rule["from"]
+    for name, workload in workloads(scaled_manifests).items():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        protected = selected(policy["spec"]["podSelector"], labels)
+        assert protected == (labels["pod_type"] != "GATEWAY"), name
+        assert selected(source["podSelector"], labels) == (labels["pod_type"] in ("GATEWAY", "HEAD")), name
+
+
 def test_the_manifests_pass_the_kubernetes_schemas(scaled_manifests):
     validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     for doc in all_docs(scaled_manifests):
@@ -447,5 +538,16 @@ def test_clipseek_deploy_k8s_writes_the_default_manifests(tmp_path):
     loader = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "video-loader")
     assert container(loader)["volumeMounts"] == [{"name": "media", "mountPath": "/media", "readOnly": True}]
 
-    bad = parser.parse_args(["deploy", "k8s", str(tmp_path / "bad"), "--indexer-shards", "0"])
-    assert deploy.cmd_deploy(bad) == 2
+    bad = parser.parse_args(["deploy", "k8s", str(tmp_path / "bad"), "--indexer-replicas", "2"])
+    assert deploy.cmd_deploy(bad) == 2  # replicas need the qdrant index
+
+
+def test_clipseek_serve_knows_the_folder_defaults_of_the_loader_and_the_indexer():
+    """clipseek serve adds <workspace>/uploads to the loader's media roots: it must resolve both settings
+    as the services do."""
+    from clipseek.engine.serve import EngineFolders
+    from clipseek.media.roots import DEFAULT_WORKSPACE
+
+    loader, indexer = service_settings("video_loader")(), service_settings("indexer")()
+    assert EngineFolders().media_roots == loader.media_roots
+    assert EngineFolders().workspace == indexer.workspace == DEFAULT_WORKSPACE

@@ -4,7 +4,8 @@ import re
 
 from conftest import REPO
 
-from clipseek.catalog import SERVICES, all_settings, settings_markdown
+from clipseek.engine.services import SERVICES
+from clipseek.engine.settings_table import all_settings, settings_markdown
 
 
 def readme() -> str:
@@ -14,7 +15,7 @@ def readme() -> str:
 def test_the_readme_settings_table_is_the_one_the_code_generates():
     text = readme()
     table = text[text.index("<!-- settings-table"):text.index("<!-- end settings-table")]
-    assert settings_markdown() in table, "run `python -m clipseek.catalog` and paste the table into README.md"
+    assert settings_markdown() in table, "paste the table of `python -m clipseek.engine.settings_table` into README.md"
 
 
 def test_every_service_has_an_executor_a_config_and_a_readme_naming_its_settings():

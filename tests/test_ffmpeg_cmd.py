@@ -1,6 +1,6 @@
 """argv building and ffprobe/showinfo parsing, without running ffmpeg."""
 
-from clipseek.ffmpeg_cmd import (
+from clipseek.media.ffmpeg_cmd import (
     VideoInfo,
     clip_argv,
     decode_argv,

@@ -151,8 +151,9 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def search(http_port: int) -> dict:
-    response = httpx.post(f"http://127.0.0.1:{http_port}/search", timeout=120, trust_env=False,
+def search(http_port: int, api_key: str = "") -> dict:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.post(f"http://127.0.0.1:{http_port}/search", timeout=120, trust_env=False, headers=headers,
                           json={"data": [{"text": "a dog jumps into a swimming pool", "top_k": 5}]})
     assert response.status_code == 200, response.text[:500]
     return response.json()["data"][0]
@@ -181,7 +182,7 @@ def test_outbound_connects_keeps_only_addresses_off_this_machine():
 @needs_strace
 def test_the_detector_sees_jinas_own_calls_out(tmp_path):
     """jina's get_internal_ip() connects a UDP socket to 10.255.255.255 (no packet leaves, but it is the
-    kind of call this test exists to catch); clipseek.serve avoids it by giving the Flow the address."""
+    kind of call this test exists to catch); clipseek.engine.serve avoids it by giving the Flow the address."""
     traced = Traced("internal-ip", [sys.executable, "-c", "from jina.helper import get_internal_ip; get_internal_ip()"],
                     child_environment(JINA_OPTOUT_TELEMETRY="1"), tmp_path)
     traced.process.wait(120)
@@ -195,7 +196,7 @@ def test_clipseek_serve_answers_a_search_without_calling_out(tmp_path):
     grpc_port, http_port = free_port(), free_port()
     env = child_environment(CLIPSEEK_MODEL="ViT-B-32", CLIPSEEK_PRETRAINED="none",
                             CLIPSEEK_MEDIA_ROOTS=str(tmp_path), CLIPSEEK_WORKSPACE=str(tmp_path / "workspace"))
-    serve = Traced("serve", [sys.executable, "-m", "clipseek.cli", "serve", "--grpc-port", str(grpc_port),
+    serve = Traced("serve", [sys.executable, "-m", "clipseek", "serve", "--grpc-port", str(grpc_port),
                              "--http-port", str(http_port)], env, tmp_path)
     try:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/"), [serve], "serving")
@@ -226,13 +227,29 @@ def local_command(command: list[str], ports: dict[str, int]) -> list[str]:
     return out
 
 
+_INTERPOLATED = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def interpolate(value: str, host: dict[str, str]) -> str:
+    """``${NAME}``, ``${NAME:-default}`` and ``${NAME:?error}`` as compose fills them from ``host``."""
+    def fill(match: re.Match) -> str:
+        name, kind, rest = match.groups()
+        if host.get(name):
+            return host[name]
+        assert kind != ":?", f"compose would refuse to start: {name} is required ({rest})"
+        return rest if kind == ":-" else ""
+
+    return _INTERPOLATED.sub(fill, value)
+
+
 def compose_environment(service: dict, **host: str) -> dict[str, str]:
     """The service's environment as compose gives it when the host's environment is ``host``: values
-    written in docker-compose.yml as they are, value-less names from ``host`` (or left unset)."""
+    written in docker-compose.yml as compose interpolates them, value-less names from ``host`` (or left
+    unset)."""
     env = {}
     for name, value in (service.get("environment") or {}).items():
         if value is not None:
-            env[name] = str(value)
+            env[name] = interpolate(str(value), host)
         elif name in host:
             env[name] = host[name]
     return child_environment(**env)
@@ -243,7 +260,7 @@ def compose_environment(service: dict, **host: str) -> dict[str, str]:
 def test_compose_services_answer_a_search_without_calling_out(tmp_path):
     services = compose_services()
     ports = {name: free_port() for name in COMPOSE_ENGINE}
-    settings = {"CLIPSEEK_MODEL": "ViT-B-32", "CLIPSEEK_PRETRAINED": "none"}
+    settings = {"CLIPSEEK_MODEL": "ViT-B-32", "CLIPSEEK_PRETRAINED": "none", "CLIPSEEK_API_KEY": "compose-test-key"}
     local = {"CLIPSEEK_MEDIA_ROOTS": str(tmp_path), "CLIPSEEK_WORKSPACE": str(tmp_path / "workspace")}
     running: list[Traced] = []
     try:
@@ -268,9 +285,11 @@ def test_compose_services_answer_a_search_without_calling_out(tmp_path):
         command = local_command(gateway["command"], ports)
         at = command.index("--port")
         command[at + 1:at + 3] = [str(grpc_port), str(http_port)]
-        running.append(Traced("gateway", command, compose_environment(gateway), tmp_path))
+        running.append(Traced("gateway", command, compose_environment(gateway, **settings), tmp_path))
         wait_until(lambda: http_ok(f"http://127.0.0.1:{http_port}/"), running, "serving")
-        answer = search(http_port)
+        assert httpx.post(f"http://127.0.0.1:{http_port}/videos", json={"data": [{}]}, trust_env=False,
+                          timeout=60).status_code == 401  # the key compose requires is required
+        answer = search(http_port, settings["CLIPSEEK_API_KEY"])
         assert answer["error"] == "" and answer["segments"] == [] and answer["model"] == "ViT-B-32", answer
     finally:
         # `docker compose stop` sends SIGTERM and kills after 10 s; each service ends well within that
@@ -287,7 +306,7 @@ def test_the_page_does_not_call_out(tmp_path):
     port = free_port()
     web = compose_services()["web"]
     command = [a.replace("8501", str(port)) if a == "8501" else a for a in web["command"]]
-    env = compose_environment(web, CLIPSEEK_ADDRESS=f"http://127.0.0.1:{free_port()}",
+    env = compose_environment(web, CLIPSEEK_ADDRESS=f"http://127.0.0.1:{free_port()}", CLIPSEEK_API_KEY="k",
                               CLIPSEEK_MEDIA_ROOTS=str(tmp_path), HOME=str(tmp_path))
     page = Traced("web", local_command(command, {}), env, tmp_path)
     try:

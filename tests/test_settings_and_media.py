@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from clipseek.errors import MediaPathError
-from clipseek.media import iter_videos, resolve_media_path, resolve_roots
+from clipseek.media.roots import iter_videos, resolve_media_path, resolve_roots
 from clipseek.settings import describe, env_name, load_settings
 
 

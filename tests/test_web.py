@@ -7,11 +7,13 @@ check what the page shows (states, cards, times, confirmations), not what the mo
 from __future__ import annotations
 
 import gc
+import importlib
 import importlib.util
 import re
 import socket
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from synth import Segment, make_video
 
-from clipseek.client import ClipseekClient
+from clipseek.api.client import ClipseekClient
+from clipseek.engine.serve import BackgroundFlow, ServeSettings
 from clipseek.errors import MediaPathError
-from clipseek.serve import BackgroundFlow, ServeSettings
+from clipseek.media.video import probe
 from clipseek.settings import describe
-from clipseek.video import probe
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +39,18 @@ INDEX = "FormSubmitter:index_path_form-Index"
 CLIP_TIME = re.compile(r"`(\d\d:\d\d\.\d)–(\d\d:\d\d\.\d)`")
 
 
-def load_page():
-    """web/app.py as a module (its ``main()`` only runs under Streamlit), with web/clips.py and uploads.py."""
+def load_page() -> types.SimpleNamespace:
+    """The page's modules (web/app.py and its screens; ``main()`` only runs under Streamlit), their names
+    in one namespace: ``page.escape_md``, ``page.clips``, ``page.WebSettings``, ..."""
     spec = importlib.util.spec_from_file_location("clipseek_web_page", WEB_DIR / "app.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
+    spec.loader.exec_module(module)  # puts web/ on sys.path
+    names: dict = {}
+    for part in ("common", "search_page", "library_page", "add_page"):
+        names.update(vars(importlib.import_module(part)))
+    names.update(vars(module))
+    return types.SimpleNamespace(**{k: v for k, v in names.items() if not k.startswith("__")})
 
 
 page = load_page()
@@ -377,13 +384,61 @@ def test_uploads_are_stored_once_by_content_and_must_be_videos(media, tmp_path):
     assert [p.name for p in folder.iterdir()] == [stored.path.name]
 
 
-def test_upload_folder_must_be_inside_a_media_folder(tmp_path):
+def test_upload_folder_is_in_a_media_folder_or_the_workspace_by_default(tmp_path):
     (tmp_path / "media").mkdir()
     assert page.uploads.upload_folder("", [str(tmp_path / "media")]) == (tmp_path / "media" / "uploads").resolve()
     with pytest.raises(MediaPathError, match="not under a media folder"):
         page.uploads.upload_folder(str(tmp_path / "elsewhere"), [str(tmp_path / "media")])
-    with pytest.raises(MediaPathError, match="no media folders"):
-        page.uploads.upload_folder("", [])
+    # no setting at all: <workspace>/uploads, which clipseek serve makes one of the Flow's media folders
+    workspace = str(tmp_path / "ws")
+    assert page.uploads.upload_folder("", [], workspace) == (tmp_path / "ws" / "uploads").resolve()
+    with pytest.raises(MediaPathError, match="not under a media folder"):
+        page.uploads.upload_folder(str(tmp_path / "elsewhere"), [], workspace)
+
+
+def test_add_videos_is_on_with_no_setting_and_the_developer_toolbar_is_off(flow, monkeypatch, tmp_path):
+    monkeypatch.setenv("CLIPSEEK_ADDRESS", flow)
+    for name in ("CLIPSEEK_MEDIA_ROOTS", "CLIPSEEK_UPLOAD_DIR", "CLIPSEEK_WORKSPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    at = open_page()
+    assert not [i for i in at.info if "Uploads are off" in i.value]
+    expected = (tmp_path / "workspace" / "uploads").resolve()
+    assert any(f"Stored in `{expected}`" in c.value for c in at.caption), [c.value for c in at.caption]
+    from streamlit import config
+
+    assert config.get_option("client.toolbarMode") == "viewer"  # no "Deploy" button for users
+
+
+def test_the_page_sends_the_api_key_and_says_when_the_flow_refuses_it(monkeypatch):
+    import http.server
+    import threading
+
+    seen = []
+
+    class RefusingFlow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (the http.server name)
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"detail": "missing or wrong API key"}'
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), RefusingFlow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("CLIPSEEK_ADDRESS", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv("CLIPSEEK_API_KEY", "the-page-key")
+        at = open_page()
+    finally:
+        server.shutdown()
+    assert seen and seen[0] == ("/videos", "Bearer the-page-key")
+    assert any("missing or wrong API key" in e.value for e in at.error), [e.value for e in at.error]
 
 
 def test_readme_documents_every_page_setting():

@@ -27,9 +27,9 @@ import pytest
 from PIL import Image
 from synth import Segment, make_video
 
-from clipseek.cli import format_time
-from clipseek.client import ClipseekClient
-from clipseek.video import content_hash, probe
+from clipseek.api.client import ClipseekClient
+from clipseek.api.format import format_time
+from clipseek.media.video import content_hash, probe
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +53,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+def start(argv: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     """A process in a session of its own, so stop() ends it with every child it started."""
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, env=env, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen(argv, env=env, cwd=cwd or log.parent, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -90,20 +90,25 @@ def streamlit_healthy(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> Path:
-    """A media root with demo videos (and their truth.json) and an empty uploads folder."""
+    """A media root with demo videos (and their truth.json)."""
     root = tmp_path_factory.mktemp("browser_media")
     subprocess.run([sys.executable, str(REPO / "tools" / "make_demo_videos.py"), str(root / "demo"), "--videos", "3",
                     "--quiet"], check=True, capture_output=True)
-    (root / "uploads").mkdir()
     return root
 
 
 @pytest.fixture(scope="module")
-def flow(media, tmp_path_factory) -> Iterator[ClipseekClient]:
+def workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("browser_flow") / "ws"
+
+
+@pytest.fixture(scope="module")
+def flow(media, workspace) -> Iterator[ClipseekClient]:
     """``clipseek serve`` on free ports with the demo videos indexed."""
-    folder = tmp_path_factory.mktemp("browser_flow")
+    folder = workspace.parent
     grpc_port, http_port = free_port(), free_port()
-    env = {**os.environ, "CLIPSEEK_MEDIA_ROOTS": str(media), "CLIPSEEK_WORKSPACE": str(folder / "ws"),
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CLIPSEEK_MEDIA_ROOTS": str(media),
+           "CLIPSEEK_WORKSPACE": str(workspace),
            "CLIPSEEK_GRPC_PORT": str(grpc_port), "CLIPSEEK_HTTP_PORT": str(http_port),
            "JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1", "HF_HUB_OFFLINE": "1"}
     if DEMO_WEIGHTS.is_file():
@@ -112,7 +117,7 @@ def flow(media, tmp_path_factory) -> Iterator[ClipseekClient]:
     else:
         env["CLIPSEEK_MODEL"], env["CLIPSEEK_PRETRAINED"] = str(TINY_MODEL), "none"
     log = folder / "flow.log"
-    process = start([sys.executable, "-m", "clipseek.cli", "serve"], env, log)
+    process = start([sys.executable, "-m", "clipseek", "serve"], env, log)
     client = ClipseekClient(f"http://127.0.0.1:{http_port}")
     try:
         wait_until(client.is_ready, process, log, 180, "clipseek serve")
@@ -124,17 +129,18 @@ def flow(media, tmp_path_factory) -> Iterator[ClipseekClient]:
 
 
 @pytest.fixture(scope="module")
-def page_url(flow, media, tmp_path_factory) -> Iterator[str]:
-    """``streamlit run web/app.py`` on a free port, pointed at the Flow."""
+def page_url(flow, workspace, tmp_path_factory) -> Iterator[str]:
+    """``streamlit run web/app.py`` on a free port, pointed at the Flow, as a user starts it from the top of
+    the checkout: no upload or toolbar settings (the page's defaults and .streamlit/config.toml), the
+    Flow's workspace the same (as when both run from the same folder)."""
     folder = tmp_path_factory.mktemp("browser_page")
     port = free_port()
-    env = {**os.environ, "CLIPSEEK_ADDRESS": flow.address, "CLIPSEEK_MEDIA_ROOTS": str(media),
-           "CLIPSEEK_UPLOAD_DIR": str(media / "uploads")}
+    env = {k: v for k, v in os.environ.items() if k not in ("CLIPSEEK_MEDIA_ROOTS", "CLIPSEEK_UPLOAD_DIR")}
+    env.update(CLIPSEEK_ADDRESS=flow.address, CLIPSEEK_WORKSPACE=str(workspace), PYTHONPATH=str(REPO))
     log = folder / "streamlit.log"
     process = start([sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
                      "--server.port", str(port), "--server.address", "127.0.0.1",
-                     "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
-                     "--server.fileWatcherType", "none"], env, log)
+                     "--server.fileWatcherType", "none"], env, log, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: streamlit_healthy(url), process, log, 60, "streamlit run web/app.py")
@@ -242,19 +248,26 @@ def test_search_play_and_download_a_moment_in_the_browser(page, flow, media, tmp
     assert abs(info.duration_s - (segment.end_s - segment.start_s)) <= 0.05, (info.duration_s, segment)
 
 
-def test_an_upload_is_stored_and_indexed_once(page, flow, media, tmp_path):
+def test_an_upload_is_stored_and_indexed_once_with_the_default_settings(page, flow, workspace, tmp_path):
     upload = tmp_path / "my holiday.mp4"
     make_video(upload, [Segment("purple", 1.5), Segment("orange", 1.5)])
     same_content = tmp_path / "holiday again.mp4"
     shutil.copyfile(upload, same_content)
     digest = content_hash(upload)
     page.get_by_role("tab", name="Add videos").click()
+    page.get_by_text("Up to 2048 MB a file").wait_for()  # .streamlit/config.toml raised Streamlit's 200 MB
     for file, summary in [(upload, "1 indexed, 0 already indexed, 0 failed"),
                           (same_content, "0 indexed, 1 already indexed, 0 failed")]:
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(file))
         page.locator('[data-testid="stFileUploaderDropzone"]').get_by_text(file.name).wait_for()
         page.get_by_role("button", name="Upload and index").click()
         page.get_by_text(summary).wait_for()
-        stored = [p.name for p in (media / "uploads").iterdir()]
+        stored = [p.name for p in (workspace / "uploads").iterdir()]
         assert stored == [f"{digest[:16]}-my_holiday.mp4"], (file.name, stored)  # stored once
     assert sum(v.content_hash == digest for v in flow.videos()) == 1  # indexed once
+
+
+def test_the_page_shows_no_developer_toolbar(page):
+    page.get_by_role("tab", name="Search").wait_for()
+    assert page.locator('[data-testid="stAppDeployButton"]').count() == 0
+    assert page.get_by_role("button", name="Deploy").count() == 0

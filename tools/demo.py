@@ -19,10 +19,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clipseek.cli import format_time  # noqa: E402
-from clipseek.client import ClipseekClient  # noqa: E402
-from clipseek.demo.search_eval import evaluate  # noqa: E402
-from clipseek.serve import BackgroundFlow, ServeSettings  # noqa: E402
+from clipseek.api.client import ClipseekClient  # noqa: E402
+from clipseek.api.demo_eval import evaluate  # noqa: E402
+from clipseek.api.format import format_time  # noqa: E402
+from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 
 # English and Chinese: the demo model learned both ("一个红色的圆形" is "a red circle", "蓝色的星形" "a blue star").
 QUERIES = ["a red circle", "一个红色的圆形", "a blue star", "蓝色的星形", "a photo of a green triangle",

@@ -38,7 +38,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from clipseek.demo import EVAL_SEED, MODEL_CONFIG_PATH, MODEL_WEIGHTS_PATH, vocab  # noqa: E402
-from clipseek.imaging import letterbox  # noqa: E402
+from clipseek.media.imaging import letterbox  # noqa: E402
 
 log = logging.getLogger("clipseek.demo.eval")
 

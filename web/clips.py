@@ -17,10 +17,10 @@ import threading
 import weakref
 from pathlib import Path
 
-from clipseek.cli import format_time
+from clipseek.api.format import format_time
 from clipseek.errors import VideoOpenError
-from clipseek.ffmpeg_cmd import clip_argv
-from clipseek.video import probe
+from clipseek.media.ffmpeg_cmd import clip_argv
+from clipseek.media.video import probe
 
 CUT_TIMEOUT_S = 600.0
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from clipseek.errors import ClipseekError, MediaPathError, VideoOpenError
-from clipseek.media import VIDEO_EXTENSIONS, resolve_roots
-from clipseek.video import content_hash, probe
+from clipseek.media.roots import DEFAULT_WORKSPACE, UPLOADS_FOLDER, VIDEO_EXTENSIONS, default_upload_dir, resolve_roots
+from clipseek.media.video import content_hash, probe
 
 HASH_PREFIX_CHARS = 16  # as the Flow's video ids
 
@@ -33,13 +33,19 @@ class StoredUpload:
     is_new: bool  # False when the same content was stored before
 
 
-def upload_folder(upload_dir: str, media_roots: Sequence[str]) -> Path:
-    """The folder uploads go to: ``upload_dir``, or ``uploads`` in the first media root; it must lie
-    under a media root (the Flow reads nothing else). Raises MediaPathError."""
-    roots = resolve_roots([r for r in media_roots if r.strip()])
-    folder = Path(upload_dir).expanduser().resolve() if upload_dir.strip() else roots[0] / "uploads"
-    if not any(folder == root or folder.is_relative_to(root) for root in roots):
-        shown = ", ".join(str(r) for r in roots)
+def upload_folder(upload_dir: str, media_roots: Sequence[str], workspace: str = DEFAULT_WORKSPACE) -> Path:
+    """The folder uploads go to: ``upload_dir``; else ``uploads`` in the first media root; else, with no
+    media roots given, ``<workspace>/uploads``, which ``clipseek serve`` always reads. It must lie under a
+    media root or be that default folder (the Flow reads nothing else). Raises MediaPathError."""
+    roots = resolve_roots([r for r in media_roots if r.strip()]) if any(r.strip() for r in media_roots) else []
+    default = default_upload_dir(workspace)
+    allowed = [*roots, default]
+    if upload_dir.strip():
+        folder = Path(upload_dir).expanduser().resolve()
+    else:
+        folder = roots[0] / UPLOADS_FOLDER if roots else default
+    if not any(folder == root or folder.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed)
         raise MediaPathError(f"upload folder {folder} is not under a media folder ({shown}): "
                              f"set CLIPSEEK_UPLOAD_DIR to a folder inside CLIPSEEK_MEDIA_ROOTS")
     return folder

@@ -13,9 +13,10 @@ import numpy as np
 from docarray import DocList
 from jina import requests
 
-from clipseek.clip_model import DEFAULT_MODEL, DEFAULT_PRETRAINED, load_clip
 from clipseek.docs import VideoDoc
-from clipseek.service import ClipseekExecutor
+from clipseek.engine.executor import ClipseekExecutor
+from clipseek.model.clip import load_clip
+from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ImageEncoder(ClipseekExecutor):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         s = self.settings
-        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision)
+        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
 
     @requests(on="/index")
     def encode(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:

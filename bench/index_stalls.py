@@ -1,0 +1,127 @@
+"""Where the longest searches while indexing come from: a timeline of every search and every index
+event (commit, slow insertion batch, checkpoint start, fork, checkpoint writer done) in one process.
+
+    python bench/index_stalls.py [--frames 1000000] [--videos-per-s 1] [--seconds 25] [--top 8]
+
+The workspace is bench/index_commit.py's (cached under build/bench/, cloned here). A thread indexes
+20-frame videos at ``--videos-per-s`` and forces one checkpoint after the fifth; the main thread
+searches back to back. Printed: search p50/p99, then the ``--top`` longest searches, each with the
+index events within a second of it (none: the delay came from outside the index, e.g. other jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.index_commit import (  # noqa: E402
+    CACHE_DIR,
+    FRAMES_PER_VIDEO,
+    MODEL,
+    build_workspace,
+    clone_workspace,
+    new_videos,
+    queries_near,
+    synthetic_upload,
+)
+from clipseek.index import Library, open_backend  # noqa: E402
+from clipseek.index.embedded import vectors  # noqa: E402
+
+STARTED = time.perf_counter()
+EVENTS: list[tuple[float, str]] = []
+
+
+def event(name: str) -> None:
+    EVENTS.append((time.perf_counter() - STARTED, name))
+
+
+def watch_the_index() -> None:
+    """Wrap the writer's steps so that each leaves an event (the index code itself is unchanged)."""
+    writer, wait = vectors._CheckpointWriter.__init__, vectors._CheckpointWriter.wait
+    insert = vectors.HnswVectors._insert
+
+    def writer_init(self, *args):
+        event("fork starts")
+        writer(self, *args)
+        event("fork returned")
+
+    def writer_wait(self):
+        problem = wait(self)
+        event("checkpoint writer done")
+        return problem
+
+    def timed_insert(self, labels, vecs):
+        started = time.perf_counter()
+        insert(self, labels, vecs)
+        took_ms = (time.perf_counter() - started) * 1000
+        if took_ms > 10:
+            event(f"insertion of {len(labels)} took {took_ms:.0f} ms")
+
+    vectors._CheckpointWriter.__init__ = writer_init
+    vectors._CheckpointWriter.wait = writer_wait
+    vectors.HnswVectors._insert = timed_insert
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--videos-per-s", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=25.0)
+    parser.add_argument("--top", type=int, default=8)
+    args = parser.parse_args()
+    watch_the_index()
+    source, _ = build_workspace(args.frames, args.dim, MODEL)
+    queries = queries_near(np.load(source / "bench-vectors.npy", mmap_mode="r"), 300)
+    searches: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="clipseek-stalls-", dir=CACHE_DIR) as tmp:
+        workspace = Path(tmp) / "ws"
+        clone_workspace(source, workspace)
+        library = Library(open_backend("embedded", workspace))
+        library.search(queries[0], 10)
+        first = args.frames // FRAMES_PER_VIDEO + 10
+        stop = threading.Event()
+
+        def index() -> None:
+            n, started = 0, time.perf_counter()
+            while not stop.is_set():
+                before = time.perf_counter()
+                library.index_range(synthetic_upload(first + n, new_videos(first + n, 1, args.dim)[0], MODEL))
+                event(f"commit {(time.perf_counter() - before) * 1000:.0f} ms")
+                n += 1
+                if n == 5:
+                    event("checkpoint asked")
+                    library.backend.vectors.checkpoint()
+                    event("checkpoint done")
+                time.sleep(max(0.0, started + n / args.videos_per_s - time.perf_counter()))
+
+        thread = threading.Thread(target=index)
+        thread.start()
+        deadline, i = time.perf_counter() + args.seconds, 0
+        while time.perf_counter() < deadline:
+            before = time.perf_counter()
+            library.search(queries[i % len(queries)], 10)
+            searches.append((before - STARTED, (time.perf_counter() - before) * 1000))
+            i += 1
+        stop.set()
+        thread.join()
+        library.close()
+    took = np.array([ms for _, ms in searches])
+    print(f"{len(searches)} searches while indexing {args.videos_per_s:g} videos/s at {args.frames} frames: "
+          f"p50 {np.percentile(took, 50):.1f} ms, p99 {np.percentile(took, 99):.1f} ms")
+    for at, ms in sorted(searches, key=lambda s: -s[1])[: args.top]:
+        near = [f"{when - at:+.2f} s {name}" for when, name in EVENTS if -1.0 < when - at < 1.0]
+        print(f"  {ms:6.0f} ms at {at:6.2f} s; index events within 1 s: {', '.join(near) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Where clipseek works around jina, in one place: written for jina 3.34.0 (pinned in pyproject.toml; the
+project is no longer maintained upstream), to be checked if that pin ever moves. Each is applied where
+it is needed (never at import time) and says why.
+
+- ``skip_jina_start_lock``: jina serialises executor start-ups of one class on a machine with a file
+  lock it waits for without a timeout; a leftover process of an earlier run then blocks every start.
+- ``export_offline``: jina's Kubernetes export asks Jina Hub and Docker Hub about every image it writes
+  down; clipseek's images are its own, so the lookups are replaced while the export runs.
+
+clipseek's gateway (clipseek/engine/gateway.py) subclasses jina's CompositeGateway and builds its HTTP
+app from jina's docarray-v2 FastAPI factory: it names those internals where it uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+def skip_jina_start_lock() -> None:
+    """Executor classes defined from now on (the service jina imports when it starts it) take no start-up
+    lock. jina serialises the ``__init__`` of executors of the same class on one machine with a file lock
+    in ``~/.cache/jina/locks`` and waits for it without a timeout; clipseek serve runs one process per
+    executor, so that lock only ever made a start wait for a process left over from another run."""
+    import jina.serve.executors as executors
+
+    executors.avoid_concurrent_lock_cls = lambda cls: (lambda init: init)
+
+
+@contextlib.contextmanager
+def export_offline(image: str) -> Iterator[None]:
+    """jina's export asks Jina Hub for each image's name and Docker Hub for its own version tag (a
+    label it never writes out). Here every image is ours and nothing is asked."""
+    from jina.constants import __default_executor__
+    from jina.orchestrate.deployments.config import docker_compose, helper, k8s
+
+    def image_name(uses: str | None) -> str:
+        if isinstance(uses, str) and uses.startswith("docker://"):
+            return uses.removeprefix("docker://")
+        if uses is None or uses == __default_executor__ or "Gateway" in uses:
+            return image  # the gateway and the shard head run jina's own code: it is in our image
+        raise ValueError(f"only docker:// executors can be exported offline, got {uses!r}")
+
+    def no_hub(uses: str) -> str:
+        raise ValueError(f"refusing to look {uses!r} up on Jina Hub")
+
+    patches = [(module, "resolve_image_name", image_name) for module in (k8s, docker_compose)]
+    patches += [(module, "get_base_executor_version", lambda: "unused") for module in (k8s, docker_compose)]
+    patches += [(helper, "get_image_name", no_hub), (docker_compose, "get_image_name", no_hub)]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
+    try:
+        for module, name, replacement in patches:
+            setattr(module, name, replacement)
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)

@@ -1,0 +1,57 @@
+"""One time range of a video: decode what is needed, find the shots, choose the frames to embed.
+
+The keyframe-guided decoder (clipseek/media/keyscan.py) is used where the stream has structure to guide it;
+otherwise every frame is decoded by ffmpeg (clipseek/media/video.py). Either way the frames go through the
+same shot sampler (clipseek/media/shots.py), fed from a little before the range to a little after it, so
+that the frames chosen inside the range do not depend on where the range starts or ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipseek.media.ffmpeg_cmd import VideoInfo
+from clipseek.media.keyscan import GuidedReader, GuideSettings, structure_ok
+from clipseek.media.shots import SamplingSettings, ShotSampler, ShotScan
+from clipseek.media.video import FrameReader
+
+logger = logging.getLogger("clipseek.media.scan")
+
+
+@dataclass
+class RangeScan:
+    scan: ShotScan
+    method: str  # "keyframes" (guided) or "full"
+    frames_decoded: int  # frames the decoders produced (keyframes included)
+    stderr_tail: str = ""
+
+
+def guide_settings(sampling: SamplingSettings, max_keyframe_gap_s: float) -> GuideSettings:
+    return GuideSettings(max_keyframe_gap_s=max_keyframe_gap_s, adaptive_threshold=sampling.adaptive_threshold,
+                         min_content_val=sampling.min_content_val, chroma_threshold=sampling.chroma_threshold,
+                         dark_luma=sampling.dark_luma)
+
+
+def scan_range(path: Path, info: VideoInfo, sampling: SamplingSettings, size_px: int, start_s: float,
+               end_s: float | None, keyframe_scan: bool = True, max_keyframe_gap_s: float = 10.0,
+               use_guide: bool | None = None) -> RangeScan:
+    """Shots of [start_s, end_s) and the frames chosen in it (``end_s`` None: to the end)."""
+    sampler = ShotSampler(sampling, info.fps, size_px, info.aspect, start_s,
+                          end_s if end_s is not None else math.inf)
+    decode_from = sampling.decode_start_s(start_s)
+    decode_to = sampling.decode_end_s(end_s) if end_s is not None else None
+    guided = use_guide if use_guide is not None else (keyframe_scan and structure_ok(path, info))
+    if guided:
+        reader = GuidedReader(path, info, size_px, decode_from, decode_to,
+                              guide_settings(sampling, max_keyframe_gap_s), look=sampler.looker)
+        for frame in reader:
+            sampler.push(frame)
+        return RangeScan(sampler.finish(), "keyframes", reader.stats.frames_decoded + reader.stats.keyframes)
+    full = FrameReader(path, info, size_px, decode_from, decode_to)
+    for frame in full:
+        sampler.push(frame)
+    scan = sampler.finish()
+    return RangeScan(scan, "full", scan.num_decoded, full.stderr_tail)

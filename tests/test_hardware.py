@@ -1,0 +1,108 @@
+"""Choosing hardware decode from what ffmpeg and the CUDA driver offer, and falling back to software."""
+
+import subprocess
+import sys
+
+import pytest
+
+from clipseek.media.hardware import (
+    DecodeChoice,
+    DecodePath,
+    choose_decode,
+    cuda_device_count,
+    detect_decode,
+    ffmpeg_hwaccels,
+    looks_like_hw_failure,
+    parse_hwaccels,
+)
+
+HWACCELS_OUTPUT = "Hardware acceleration methods:\nvdpau\ncuda\nvaapi\nqsv\ndrm\nopencl\nvulkan\n\n"
+# What ffmpeg 5.1 printed here for `-hwaccel cuda` on a machine without an NVIDIA driver.
+NO_DRIVER_STDERR = """[AVHWDeviceContext @ 0x5566c8ac1380] Cannot load libcuda.so.1
+[AVHWDeviceContext @ 0x5566c8ac1380] Could not dynamically load CUDA
+Device creation failed: -1.
+[h264 @ 0x5566c8adfe80] No device available for decoder: device type cuda needed for codec h264.
+Device setup failed for decoder on input stream #0:0 : Operation not permitted"""
+
+
+def test_the_hwaccels_ffmpeg_lists_are_parsed():
+    assert parse_hwaccels(HWACCELS_OUTPUT) == ["vdpau", "cuda", "vaapi", "qsv", "drm", "opencl", "vulkan"]
+    assert parse_hwaccels("Hardware acceleration methods:\n") == [] and parse_hwaccels("") == []
+
+
+@pytest.mark.parametrize("requested, hwaccels, devices, expected", [
+    ("auto", ["vaapi", "cuda"], 1, "cuda"),
+    ("auto", ["vaapi", "cuda"], 0, None),  # ffmpeg could, but there is no GPU
+    ("auto", ["vaapi"], 2, None),  # a GPU, but this ffmpeg was built without cuda
+    ("none", ["cuda"], 4, None),
+    ("cuda", ["cuda"], 0, "cuda"),  # asked for explicitly: tried, and the fallback catches a failure
+    (" AUTO ", ["cuda"], 1, "cuda"),
+])
+def test_cuda_decode_is_chosen_only_when_ffmpeg_and_a_device_both_offer_it(requested, hwaccels, devices, expected):
+    choice = choose_decode(requested, hwaccels, devices)
+    assert choice.hwaccel == expected and choice.reason
+    assert choice.input_args == (["-hwaccel", "cuda"] if expected else [])
+
+
+def test_impossible_decode_settings_are_refused_with_the_bad_value():
+    with pytest.raises(ValueError, match="must be one of auto, cuda, none, got 'nvdec'"):
+        choose_decode("nvdec", ["cuda"], 1)
+    with pytest.raises(ValueError, match="offers only: vaapi, qsv"):
+        choose_decode("cuda", ["vaapi", "qsv"], 1)
+
+
+def test_a_failed_hardware_decode_switches_the_process_to_software(caplog):
+    path = DecodePath(DecodeChoice("cuda", "test"))
+    assert path.input_args == ["-hwaccel", "cuda"]
+    assert not path.note_failure("moov atom not found\nInvalid data found when processing input")  # not ours
+    assert path.hwaccel == "cuda"
+    assert looks_like_hw_failure(NO_DRIVER_STDERR) and path.note_failure(NO_DRIVER_STDERR)
+    assert path.hwaccel is None and path.input_args == [] and "libcuda" in path.failure
+    assert not path.note_failure(NO_DRIVER_STDERR)  # already software: nothing more to fall back to
+    assert "decoding in software from now on" in caplog.text
+
+
+def test_a_real_decode_succeeds_with_cuda_asked_for_on_any_machine(tmp_path):
+    """With a GPU the first attempt decodes; without one ffmpeg refuses and the retry decodes."""
+    video = tmp_path / "v.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=10:d=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(video)], check=True)
+    path = DecodePath(DecodeChoice("cuda", "test"))
+    for _attempt in range(2):
+        done = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", *path.input_args, "-i", str(video),
+                               "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"], capture_output=True)
+        if done.returncode == 0 or not path.note_failure(done.stderr.decode(errors="replace")):
+            break
+    assert done.returncode == 0 and len(done.stdout) == 10 * 64 * 64 * 3
+    assert (path.hwaccel is None) == (cuda_device_count() == 0)
+
+
+def test_detection_on_this_machine_agrees_with_ffmpeg_and_the_driver():
+    hwaccels = ffmpeg_hwaccels()
+    assert all(name.isidentifier() and name == name.lower() for name in hwaccels)
+    assert detect_decode("auto") == choose_decode("auto", hwaccels, cuda_device_count())
+    assert detect_decode("none").hwaccel is None
+
+
+def run_gpu_bench(*args: str) -> str:
+    from conftest import REPO
+
+    done = subprocess.run([sys.executable, "bench/gpu.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(cuda_device_count() > 0, reason="a GPU is here: bench/gpu.py measures instead of skipping")
+def test_the_gpu_benchmark_says_why_it_measures_nothing_without_cuda():
+    assert "GPU section skipped: no CUDA device" in run_gpu_bench()
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_code_runs_end_to_end_on_the_cpu(tmp_path):
+    from conftest import TINY_MODEL
+
+    out = run_gpu_bench("--dry-run-cpu", "--quick", "--video", "1min-1080p", "--model", TINY_MODEL,
+                        "--frames", "32", "--batch", "16")
+    assert "not GPU figures" in out and "of the decode limit" in out and "of the compute limit" in out
+    assert "end to end through the Flow" in out
