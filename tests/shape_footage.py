@@ -302,7 +302,7 @@ def write_video(plan: VideoPlan, out_path: Path) -> None:
 
 
 def truth_of(plan: VideoPlan) -> dict:
-    """The truth.json entry of a video, in the shape ``clipseek.demo.search_eval`` reads."""
+    """The truth.json entry of a video, in the shape ``clipseek.api.demo_eval`` reads."""
     shots, start = [], 0
     for shot in plan.shots:
         end = start + shot.frames

@@ -21,9 +21,9 @@ import shape_footage
 from conftest import free_port
 from shape_footage import make_library
 
-from clipseek.client import ClipseekClient
-from clipseek.demo.search_eval import SearchEval, evaluate
-from clipseek.serve import BackgroundFlow, ServeSettings
+from clipseek.api.client import ClipseekClient
+from clipseek.api.demo_eval import SearchEval, evaluate
+from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
 TOLERANCE_S = 0.25
 MIN_HIT_RATE = {"en": 0.95, "zh": 0.95}  # the brief's bar (issue 13); measured figures: docs/demo-model.md

@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", action="store_true",
                         help="search every shot's caption (English, then Chinese), print the hit rates")
     parser.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    parser.add_argument("--model-config", type=Path, default=None,
+                        help="another open_clip config of the demo model to serve (e.g. a checkpoint being evaluated)")
+    parser.add_argument("--weights", type=Path, default=None, help="with --model-config: its checkpoint")
     args = parser.parse_args(argv)
+    if (args.model_config is None) != (args.weights is None):
+        raise ValueError(f"--model-config and --weights go together, got {args.model_config} and {args.weights}")
 
     truth_path = args.videos_dir / "truth.json"
     if not library_is_current(truth_path, args.videos):
@@ -59,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
 
         make_videos([str(args.videos_dir), "--videos", str(args.videos), "--quiet"])
     settings = ServeSettings(grpc_port=args.grpc_port, http_port=args.http_port)
-    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(args.videos_dir)],
+    model = {"model": "demo", "pretrained": None} if args.model_config is None else {
+        "model": str(args.model_config.resolve()), "pretrained": str(args.weights.resolve())}
+    overrides = {**model, "media_roots": [str(args.videos_dir)],
                  "workspace": str(args.workspace)}
-    print("starting the engine on the demo model ...", flush=True)
+    print(f"starting the engine on the demo model ({args.weights or 'shipped'}) ...", flush=True)
     with BackgroundFlow(settings, overrides) as flow:
         client = ClipseekClient(flow.http)
         started = time.perf_counter()

@@ -165,15 +165,17 @@ class TrainingBatches(torch.utils.data.Dataset):
     many loader processes draw them, and drawing overlaps training when there is a loader process."""
 
     def __init__(self, steps: int, seed: int, batch_size: int, size_px: int, mean, std,
-                 caption_tokens: torch.Tensor, curriculum: Curriculum | None = None) -> None:
+                 caption_tokens: torch.Tensor, curriculum: Curriculum | None = None, start_step: int = 0) -> None:
         self.steps, self.seed, self.batch_size, self.size_px = steps, seed, batch_size, size_px
         self.mean, self.std, self.caption_tokens = mean, std, caption_tokens
         self.curriculum = curriculum or Curriculum()
+        self.start_step = start_step  # item i is the batch of step start_step + i
 
     def __len__(self) -> int:
-        return self.steps
+        return self.steps - self.start_step
 
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        step = self.start_step + index
         rng = np.random.default_rng([self.seed, step])
         return training_batch(rng, self.batch_size, self.size_px, self.mean, self.std, self.caption_tokens,
                               self.curriculum.hard_share(step))
@@ -188,12 +190,16 @@ def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 2% of the peak."""
+def learning_rate(step: int, steps: int, peak: float, warmup: int, start_step: int = 0) -> float:
+    """Linear warm-up, then cosine decay to 2% of the peak. A run resumed at ``start_step`` follows the same
+    curve, warmed up again over ``warmup`` steps (its optimizer's moments start from zero)."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    rate = peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+    if start_step and step - start_step < warmup:
+        rate *= (step - start_step + 1) / warmup
+    return rate
 
 
 def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -236,6 +242,11 @@ def main(argv: list[str] | None = None) -> None:
                              "(default: 25%% of the steps)")
     parser.add_argument("--save-every", type=int, default=0,
                         help="also write a checkpoint OUT.stepN.safetensors every N steps (0: only at the end)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this checkpoint (e.g. a OUT.stepN.safetensors) instead of random weights")
+    parser.add_argument("--start-step", type=int, default=0,
+                        help="with --init: the step it was saved at; training, the LR schedule and the curriculum "
+                             "resume there (the optimizer's state is not saved: it restarts, warmed up again)")
     parser.add_argument("--seed", type=int, default=TRAIN_SEED)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--workers", type=int, default=1, help="processes drawing batches (0: draw in-process)")
@@ -244,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch_size < 2:
         raise ValueError(f"need steps >= 1 and batch size >= 2, got {args.steps} and {args.batch_size}")
+    if not 0 <= args.start_step < args.steps:
+        raise ValueError(f"--start-step must be in [0, --steps {args.steps}), got {args.start_step}")
+    if args.start_step and args.init is None:
+        raise ValueError(f"--start-step {args.start_step} needs --init CHECKPOINT (the weights of that step)")
+    if args.init is not None and not args.init.is_file():
+        raise ValueError(f"--init {args.init}: no such checkpoint file")
     if args.seed == EVAL_SEED:
         raise ValueError(f"the training seed must differ from the evaluation seed {EVAL_SEED}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -252,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
 
-    model, tokenizer = load_demo_model(args.config, weights_path=None)
+    model, tokenizer = load_demo_model(args.config, weights_path=args.init)
     model.train()
     size_px = int(model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0])
     mean, std = model_mean_std(model)
@@ -267,14 +284,15 @@ def main(argv: list[str] | None = None) -> None:
                             round(0.25 * args.steps) if args.ramp is None else args.ramp)
     caption_tokens = torch.stack([tokenizer(vocab.captions(c.shape, c.colour)) for c in vocab.CONCEPTS])
     batches = torch.utils.data.DataLoader(
-        TrainingBatches(args.steps, args.seed, args.batch_size, size_px, mean, std, caption_tokens, curriculum),
+        TrainingBatches(args.steps, args.seed, args.batch_size, size_px, mean, std, caption_tokens, curriculum,
+                         args.start_step),
         batch_size=None, shuffle=False, num_workers=args.workers, prefetch_factor=2 if args.workers else None)
     optimizer = optimizer_for(model, args.lr, args.weight_decay)
     started = time.perf_counter()
     running_loss = running_acc = running_shape = running_colour = 0.0
-    for step, (images, tokens, concept_ids) in enumerate(batches):
+    for step, (images, tokens, concept_ids) in enumerate(batches, start=args.start_step):
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup) * group["lr_factor"]
+            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup, args.start_step) * group["lr_factor"]
         image_features, text_features, logit_scale = model(images, tokens)
         loss = multi_positive_clip_loss(image_features, text_features, logit_scale, concept_ids)
         optimizer.zero_grad(set_to_none=True)
@@ -289,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         running_shape += (predicted // len(vocab.COLOURS) == concept_ids // len(vocab.COLOURS)).float().mean().item()
         running_colour += (predicted % len(vocab.COLOURS) == concept_ids % len(vocab.COLOURS)).float().mean().item()
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
-            count = (step % args.log_every) + 1
+            count = min(step % args.log_every, step - args.start_step) + 1
             print(f"step {step + 1}/{args.steps}  loss {running_loss / count:.3f}  "
                   f"in-batch image->text {running_acc / count:.1%} (shape {running_shape / count:.1%}, "
                   f"colour {running_colour / count:.1%})  hard frames {curriculum.hard_share(step):.0%}  "
@@ -305,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                 "seed": str(args.seed), "warmup": str(args.warmup), "plain_steps": str(curriculum.plain_steps),
                 "ramp": str(curriculum.ramp_steps), "final_hard_share": str(curriculum.final_share),
                 "weight_decay": str(args.weight_decay), "threads": str(args.threads),
+                "init": "" if args.init is None else args.init.name, "start_step": str(args.start_step),
                 "train_seconds": f"{train_s:.0f}"}
     save_fp16(model, args.out, metadata)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB) after {train_s:.0f} s of training", flush=True)
