@@ -59,7 +59,7 @@ PLAIN_SIZE_RANGE = (0.2, 0.68)  # uniform (plain frames)
 FINAL_HARD_SHARE = 0.9  # share of hard frames at the end of the curriculum (the rest stay plain)
 TRAIN_VARIETY = vocab.Variety(log_size=True, overflow=0.15, hue_jitter_deg=8.0, min_saturation=0.6)
 # Filters that shrink frames to the model's input: ffmpeg's "area" (the engine's loader), bicubic
-# (clipseek.imaging.letterbox, image queries) and bilinear (other tools).
+# (clipseek.media.imaging.letterbox, image queries) and bilinear (other tools).
 SHRINK_FILTERS = (Image.BOX, Image.BOX, Image.BICUBIC, Image.BILINEAR)
 LOGIT_SCALE_LR_FACTOR = 10.0
 
