@@ -215,3 +215,30 @@ def test_training_batches_are_seeded_and_caption_in_both_languages(demo_model, e
     assert not torch.equal(images, batches[0][0])
     chinese = {tuple(t.tolist()) for t in tokens[:, len(vocab.CAPTION_TEMPLATES):].reshape(-1, tokens.shape[-1])}
     assert any(tuple(t.tolist()) in chinese for t in captions)  # a Chinese caption among 32 (each is one in two)
+
+
+def test_a_resumed_run_draws_the_batches_and_rates_of_the_steps_it_resumes_at(demo_model, evaluation):
+    train = load_tool("train_demo_model")
+    model, tokenizer = demo_model
+    tokens = torch.stack([tokenizer(vocab.captions(c.shape, c.colour)) for c in vocab.CONCEPTS])
+    size_px = int(model.visual.image_size if isinstance(model.visual.image_size, int) else model.visual.image_size[0])
+    mean, std = evaluation.model_mean_std(model)
+    whole = train.TrainingBatches(4, 5, 8, size_px, mean, std, tokens)
+    resumed = train.TrainingBatches(4, 5, 8, size_px, mean, std, tokens, start_step=2)
+    assert len(resumed) == 2
+    assert all(torch.equal(a, b) for a, b in zip(resumed[0], whole[2], strict=True))
+    # The schedule resumes where it was, warmed up again over `warmup` steps (the optimizer restarts).
+    scheduled = train.learning_rate(500, 1000, 3e-3, 10)
+    assert train.learning_rate(500, 1000, 3e-3, 10, start_step=500) == pytest.approx(scheduled / 10)
+    assert train.learning_rate(509, 1000, 3e-3, 10, start_step=500) == train.learning_rate(509, 1000, 3e-3, 10)
+
+
+def test_chinese_captions_share_no_token_with_english_ones(demo_model):
+    """What tools/distill_demo_text.py relies on: training the Chinese captions' token rows leaves every
+    English caption's embedding as it was."""
+    _, tokenizer = demo_model
+    english = {token for concept in vocab.CONCEPTS for text in vocab.captions(concept.shape, concept.colour, "en")
+               for token in tokenizer.encode(text)}
+    chinese = {token for concept in vocab.CONCEPTS for text in vocab.captions(concept.shape, concept.colour, "zh")
+               for token in tokenizer.encode(text)}
+    assert chinese and english and not english & chinese
