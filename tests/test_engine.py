@@ -221,7 +221,13 @@ def test_a_dead_image_encoder_leaves_search_up_and_is_restarted(engine, media_di
     assert {k: v for k, v in after.items() if k != "image_encoder"} == \
            {k: v for k, v in before.items() if k != "image_encoder"}
     assert "image_encoder exited with signal SIGKILL while serving; restarting it" in engine.output()
+    # the gateway's pooled channel to the old process may still be in its reconnect backoff (<= 1 s,
+    # gateway.RECONNECT_OPTIONS) when readiness (fresh channels) first says 200: a few seconds at most
+    deadline = time.monotonic() + 10
     again = clients[1].index([video], force=True).outcomes[0]
+    while again.status != "indexed" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        again = clients[1].index([video], force=True).outcomes[0]
     assert again.status == "indexed", again.error
 
 

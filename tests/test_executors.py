@@ -113,7 +113,7 @@ def test_image_encoder_embeds_frames_drops_pixels_and_skips_failed_docs(image_en
     no_pixels = VideoDoc(uri="c", frames=DocList[Frame]([Frame(time_s=0.0)]))
     docs = image_encoder.encode(DocList[VideoDoc]([ok, failed, no_pixels]))
     assert all(f.pixels is None and f.embedding.shape == (64,) for f in docs[0].frames)
-    assert docs[0].model == "clipseek-tiny" and docs[1].frames[0].embedding is None
+    assert docs[0].model == "clipseek-tiny [random]" and docs[1].frames[0].embedding is None
     assert docs[2].frames[0].embedding is None
 
 
@@ -192,14 +192,14 @@ def test_every_indexer_answer_is_durable_and_a_delete_cancels_ranges_planned_bef
         return subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True,
                               check=True, cwd=REPO).stdout.strip()
 
-    indexer = load("indexer", workspace=str(tmp_path / "ws"))
+    indexer = load("indexer", workspace=str(tmp_path / "ws"), model=TINY_MODEL, pretrained="none")
     planned = indexer.probe(loader.probe_videos(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"))])))[0]
     assert planned.generation > 0 and not planned.already_indexed
     first = send(indexer, 0.0, 2.0, planned.generation)
     assert first.status == "indexed" and not first.already_indexed
     indexer.close()
     assert on_disk() == f"[('{first.video_id}', False)]"
-    indexer = load("indexer", workspace=str(tmp_path / "ws"))
+    indexer = load("indexer", workspace=str(tmp_path / "ws"), model=TINY_MODEL, pretrained="none")
     indexer.delete(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"))]))
     late = send(indexer, 2.0, None, planned.generation)
     assert late.status == "deleted" and "deleted while it was being indexed" in late.error

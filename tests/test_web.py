@@ -159,7 +159,7 @@ def test_search_shows_cards_with_exact_times_scores_thumbnails_and_actions(clien
     captions = [c.value for c in at.caption]
     assert f"{len(expected)} clips for “a red screen”, best first" in captions
     assert any(f"score {expected[0].score:.3f}" in c for c in captions)
-    assert len(at.get("imgs")) == len(expected)  # one best-frame thumbnail a card
+    assert len(at.tabs[0].get("imgs")) == len(expected)  # one best-frame thumbnail a card (Search tab)
     assert len(at.get("download_button")) == len(expected)
     assert [b.label for b in at.button if b.key.startswith("play_")] == ["Play"] * len(expected)
 

@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"captions {language}: " + evaluate(client, truth_path, only_within_video=True,
                                                           language=language).report().replace(
                     "shots in", "shots (each search filtered to its own video) in", 1))
+        sys.path.insert(0, str(REPO / "tools"))  # the demo's metadata: EN/ZH titles, briefs, categories, topics
+        from demo_metadata import import_demo_metadata
+
+        print("\n" + import_demo_metadata(client, args.videos_dir))
         if args.serve:
             print(f"\nserving on {flow.http} and {flow.grpc}; Ctrl-C stops", flush=True)
             try:

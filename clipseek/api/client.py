@@ -11,6 +11,7 @@ documents (larger inputs are sent in several), and an endpoint that answers each
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from clipseek.api.defaults import (  # noqa: F401 (DEFAULT_ADDRESS is imported f
     default_api_key,
 )
 from clipseek.api.index_run import IndexOutcome, IndexReport, IndexRun, plan_ranges  # noqa: F401
-from clipseek.docs import Query, Segment, Thumbnail, VideoDoc
+from clipseek.docs import MetadataRowDoc, Query, Segment, Thumbnail, TopicLabel, VideoDoc
 from clipseek.errors import (
     AuthenticationError,
     ClipseekError,
@@ -38,7 +39,8 @@ from clipseek.errors import (
     ServiceUnavailableError,
 )
 
-ONE_ANSWER_EACH = frozenset({"/index", "/search", "/delete", "/thumbnail"})  # /probe expands folders
+# /probe expands folders, /videos lists the library, /vocabulary answers the library's labels
+ONE_ANSWER_EACH = frozenset({"/index", "/search", "/delete", "/thumbnail", "/metadata", "/topics"})
 SERVICE_HEADER = "x-clipseek-service"  # clipseek's gateway names the service that is down (HTTP 503)
 _GRPC_METHOD = "/jina.JinaSingleDataRequestRPC/process_single_data"
 _JINA_DEPLOYMENT = re.compile(r"deployment `?(\w+)")
@@ -208,16 +210,43 @@ class ClipseekClient:
             return False
 
     # -- API ---------------------------------------------------------------------------------
-    def search(self, text: str, top_k: int = 10, videos: Iterable[str] = ()) -> list[Segment]:
-        """Ranked clips for ``text``; raises QueryError for a bad query (empty text, bad top_k, ...)."""
-        query = make_doc(Query, text=text, top_k=top_k, video_ids=list(videos))
+    def search(self, text: str = "", top_k: int = 10, videos: Iterable[str] = (), *, min_confidence: str = "",
+               image: bytes | None = None, image_path: str = "", image_weight: float = 0.5,
+               like: str = "", where: Iterable[str] = (), mode: str = "auto",
+               text_weight: float = 1.0) -> list[Segment]:
+        """Ranked clips for ``text``, a picture (``image`` bytes, or ``image_path`` under the Flow's media
+        roots; with text too, ``image_weight`` is the picture's share) or ``like`` (VIDEO@SECONDS: more
+        like that indexed frame); only those at ``min_confidence`` or above. ``where``: metadata filters
+        "field=value" (all must hold; ``topic=...`` filters shots); ``mode``: frames, text, hybrid or auto
+        (hybrid when the library has metadata); ``text_weight``: the weight of the words in hybrid
+        (docs/metadata.md). Raises QueryError for a bad query (empty, bad top_k, not an image, ...)."""
+        if image is not None and not image:
+            raise QueryError("the query image is empty (0 bytes)")
+        extra = {"image_base64": base64.b64encode(image).decode("ascii")} if image is not None else {}
+        query = make_doc(Query, text=text, top_k=top_k, video_ids=list(videos), min_confidence=min_confidence,
+                         image_path=image_path, image_weight=image_weight, like=like, where=list(where),
+                         text_mode=mode, text_weight=text_weight, **extra)
         result = self._post("/search", DocList[Query]([query]), Query)
         if result[0].error:
             raise QueryError(result[0].error)
         return list(result[0].segments)
 
-    def videos(self) -> list[VideoDoc]:
-        return list(self._post("/videos", DocList[VideoDoc]([VideoDoc()]), VideoDoc))
+    def videos(self, videos: Iterable[str] = ()) -> list[VideoDoc]:
+        """Every indexed video; or these (ids or paths), with their shots and each shot's topic (raises
+        for an unknown one)."""
+        named = [make_doc(VideoDoc, uri=str(v)) for v in videos]
+        if not named:
+            return list(self._post("/videos", DocList[VideoDoc]([VideoDoc()]), VideoDoc))
+        found = list(self._post("/videos", DocList[VideoDoc](named), VideoDoc))
+        failed = [v.error for v in found if v.error]
+        if failed:
+            raise QueryError("; ".join(failed))
+        return found
+
+    def more_like(self, video: str, time_s: float, top_k: int = 10, videos: Iterable[str] = (),
+                  min_confidence: str = "") -> list[Segment]:
+        """Clips like the indexed frame of ``video`` (id or path) nearest ``time_s``, by its stored vector."""
+        return self.search(top_k=top_k, videos=videos, min_confidence=min_confidence, like=f"{video}@{time_s:g}")
 
     def delete(self, video: str) -> VideoDoc:
         result = self._post("/delete", DocList[VideoDoc]([make_doc(VideoDoc, uri=video)]), VideoDoc)[0]
@@ -228,6 +257,52 @@ class ClipseekClient:
     def probe(self, paths: Iterable[str], force: bool = False) -> list[VideoDoc]:
         docs = DocList[VideoDoc]([make_doc(VideoDoc, uri=str(p), force=force) for p in paths])
         return list(self._post("/probe", docs, VideoDoc)) if docs else []
+
+    # -- words: metadata and topics -------------------------------------------------------
+    def import_metadata(self, rows: Iterable[Any]) -> list[MetadataRowDoc]:
+        """Send manifest rows (clipseek.index.metadata.MetadataRow, from ``read_manifest``) in requests of at
+        most MAX_DOCS_PER_REQUEST; each answered "attached", "waiting" (for its video) or "failed"."""
+        import json
+
+        docs = DocList[MetadataRowDoc]([
+            make_doc(MetadataRowDoc, match=row.match, fields_json=json.dumps(row.fields, ensure_ascii=False),
+                     line=row.line) for row in rows])
+        return list(self._post("/metadata", docs, MetadataRowDoc)) if docs else []
+
+    def vocabulary(self) -> list[TopicLabel]:
+        """The library's topic labels (empty: it has no vocabulary yet)."""
+        return list(self._post("/vocabulary", DocList[TopicLabel]([TopicLabel()]), TopicLabel))
+
+    def set_vocabulary(self, vocabulary: Any) -> int:
+        """Make ``vocabulary`` (clipseek.index.topics.Vocabulary) the library's, in one request: the text
+        encoder embeds its prompts, the indexer tags every shot. Returns the shots tagged."""
+        labels = list(vocabulary.labels)
+        if not 1 <= len(labels) <= MAX_DOCS_PER_REQUEST:  # one request: a vocabulary is replaced whole
+            raise QueryError(f"a vocabulary has 1 to {MAX_DOCS_PER_REQUEST} labels, got {len(labels)}")
+        docs = DocList[TopicLabel]([make_doc(TopicLabel, name=lab.name, zh=lab.zh, prompts=list(lab.prompts))
+                                    for lab in labels])
+        answers = self._post("/topics", docs, TopicLabel)
+        failed = next((a.error for a in answers if a.error), "")
+        if failed:
+            raise ClipseekError(failed)
+        return answers[0].shots_tagged
+
+    def ensure_vocabulary(self, videos: list[VideoDoc] | None = None) -> list[TopicLabel]:
+        """The library's topic labels; when it has none and holds videos, the default vocabulary is set
+        first: the demo shapes when its videos were embedded with the demo model, else the 31 categories
+        of clipseek.index.topics.DEFAULT_VOCABULARY."""
+        labels = self.vocabulary()
+        if labels:
+            return labels
+        videos = self.videos() if videos is None else videos
+        if not videos:
+            return []
+        from clipseek.index.topics import DEFAULT_VOCABULARY, DEMO_VOCABULARY
+        from clipseek.model.spec import DEMO_MODEL_NAME
+
+        demo = any(v.model == DEMO_MODEL_NAME for v in videos)
+        self.set_vocabulary(DEMO_VOCABULARY if demo else DEFAULT_VOCABULARY)
+        return self.vocabulary()
 
     def thumbnail(self, video: str, time_s: float, width_px: int = 320) -> bytes:
         import base64

@@ -88,7 +88,7 @@ def evaluate(client: ClipseekClient, truth_path: Path, tolerance_s: float = 0.25
     for video in truth["videos"]:
         for shot in video["shots"]:
             videos = [str((folder / video["file"]).resolve())] if only_within_video else []
-            segments = client.search(shot[key], top_k=1, videos=videos)
+            segments = client.search(shot[key], top_k=1, videos=videos, mode="frames")  # the frames alone
             found = (segments[0].video, segments[0].start_s, segments[0].end_s, segments[0].score) if segments else None
             accepted = [a for a in by_concept[shot[key]] if not only_within_video or a[0] == video["file"]]
             result.checks.append(ShotCheck(video["file"], shot[key], (shot["start_s"], shot["end_s"]), found,

@@ -37,6 +37,7 @@ class IndexOutcome:
     duration_s: float = 0.0
     num_frames: int = 0
     num_shots: int = 0
+    warning: str = ""  # indexed, but something is off (a sidecar file that could not be read)
 
 
 @dataclass
@@ -152,6 +153,8 @@ class IndexRun:
             return
         if result.status == "indexed":
             outcome.status = "indexed"
+        if result.warning and result.warning not in outcome.warning:
+            outcome.warning = "; ".join(w for w in (outcome.warning, result.warning) if w)
         outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
         outcome.duration_s = result.duration_s or outcome.duration_s
         end_s = sent.end_s if sent.end_s is not None else file.planned.duration_s

@@ -35,10 +35,11 @@ class Service:
 
 
 # In the order of the chain: /index crosses them all; /search only the text encoder and the indexer.
+# The text encoder reads media for query pictures given by path (docs/search.md).
 SERVICES: dict[str, Service] = {s.name: s for s in (
     Service("video_loader", "LoaderSettings", reads_media=True),
     Service("image_encoder", "ImageEncoderSettings", runs_model=True),
-    Service("text_encoder", "TextEncoderSettings", runs_model=True),
+    Service("text_encoder", "TextEncoderSettings", reads_media=True, runs_model=True),  # query pictures by path
     Service("indexer", "IndexerSettings", reads_media=True, holds_index=True),
 )}
 

@@ -30,10 +30,58 @@ from clipseek.index.topics import ShotTopic, Vocabulary
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Which model made a workspace's vectors: a query must come from the same one."""
+    """Which model made a workspace's vectors: a query must come from the same one.
+
+    ``name`` is the architecture (open_clip's name), ``weights`` how the encoders named their weights:
+    ``random``, or the pretrained tag / checkpoint file name and the checkpoint's hash
+    (``laion2b_s34b_b79k sha256:0123456789abcdef``); "" in workspaces made before weights were recorded.
+    The encoders send both as one text, ``<name> [<weights>]`` (clipseek.model.spec.model_identity),
+    which is also how the backends store it.
+    """
 
     name: str
     dim: int
+    weights: str = ""
+
+    @classmethod
+    def parse(cls, text: str, dim: int) -> ModelIdentity:
+        """The identity an encoder stamped (``<name> [<weights>]``, or a bare name) with ``dim``."""
+        text = (text or "").strip()
+        if text.endswith("]") and " [" in text:
+            name, weights = text[:-1].split(" [", 1)
+            return cls(name, dim, weights.strip())
+        return cls(text, dim)
+
+    @property
+    def text(self) -> str:
+        return f"{self.name} [{self.weights}]" if self.weights else self.name
+
+    @property
+    def _hash(self) -> str:
+        last = self.weights.rsplit(" ", 1)[-1]
+        return last if last.startswith("sha256:") else ""
+
+    @property
+    def _label(self) -> str:
+        return self.weights[: -len(self._hash)].strip() if self._hash else self.weights
+
+    def differs_from(self, other: ModelIdentity) -> bool:
+        """Whether ``other`` is known to be another model: another architecture or dimension, other
+        checkpoint bytes (both hashed), or other weights' names where neither side has a hash (random
+        weights are never the same as a checkpoint's). Unknown weights (a workspace made before they
+        were recorded) differ from nothing of the same architecture."""
+        if (self.name and other.name and self.name != other.name) or (self.dim and other.dim
+                                                                      and self.dim != other.dim):
+            return True
+        if not self.weights or not other.weights:
+            return False
+        if self._hash and other._hash:
+            return self._hash != other._hash
+        if "random" in (self._label, other._label):
+            return self._label != other._label or bool(self._hash or other._hash)
+        if self._hash or other._hash:  # one side's file not at hand (a tag before its download): cannot tell
+            return False
+        return self._label != other._label
 
 
 @dataclass

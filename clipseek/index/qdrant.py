@@ -133,7 +133,7 @@ class QdrantBackend:
             with self._serial:
                 found = self.client.retrieve(self.catalog, [point_id("meta")], with_payload=True)
             if found:
-                self._model = ModelIdentity(found[0].payload["model_name"], int(found[0].payload["model_dim"]))
+                self._model = ModelIdentity.parse(found[0].payload["model_name"], int(found[0].payload["model_dim"]))
         return self._model
 
     def video(self, video_id: str) -> VideoRecord | None:
@@ -303,7 +303,7 @@ class QdrantBackend:
                 self._index_fields(self.frames, {"video_id": m.PayloadSchemaType.KEYWORD,
                                                  "time_s": m.PayloadSchemaType.FLOAT})
             client.upsert(self.catalog, [m.PointStruct(id=point_id("meta"), vector={}, payload={
-                "kind": "meta", "model_name": change.model.name, "model_dim": change.model.dim})], wait=True)
+                "kind": "meta", "model_name": change.model.text, "model_dim": change.model.dim})], wait=True)
             self._model = change.model
         if change.tombstones:
             client.upsert(self.catalog, [m.PointStruct(id=point_id(f"tomb/{key}"), vector={}, payload={

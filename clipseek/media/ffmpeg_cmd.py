@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ class VideoInfo:
     rotation_deg: int
     codec: str
     num_frames: int  # 0 when the container does not say
+    # the container's own tags (ffprobe ``format.tags``: title, comment, genre, ...), names lower-cased
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def aspect(self) -> float:
@@ -108,7 +110,22 @@ def parse_probe(probe: dict) -> VideoInfo | None:
         rotation_deg=rotation,
         codec=str(stream.get("codec_name") or ""),
         num_frames=int(_float(stream.get("nb_frames"))),
+        tags=format_tags(fmt),
     )
+
+
+def format_tags(fmt: dict) -> dict[str, str]:
+    """The container's tags from ffprobe's ``format`` object, names lower-cased (Matroska writes
+    ``TITLE``, MP4 ``title``); values as text, the first of a name that differs only in case kept."""
+    tags: dict[str, str] = {}
+    raw = fmt.get("tags")
+    if not isinstance(raw, dict):
+        return tags
+    for key, value in raw.items():
+        name = str(key).strip().lower()
+        if name and value is not None and name not in tags:
+            tags[name] = str(value)
+    return tags
 
 
 def frame_filter_args(size_px: int) -> list[tuple[str, tuple, dict]]:

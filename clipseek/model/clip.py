@@ -21,8 +21,28 @@ from pathlib import Path
 import numpy as np
 
 from clipseek.errors import ModelLoadError
-from clipseek.model.open_clip_compat import causal_text_tower, encode_real_tokens, quantize_int8
-from clipseek.model.spec import OPENAI_MEAN, OPENAI_STD, ModelSpec, image_size_of_config, resolve_model
+from clipseek.model.open_clip_compat import (
+    causal_text_tower,
+    encode_real_tokens,
+    hf_text_in_precision,
+    hf_text_overrides,
+    hf_tokenizer,
+    quantize_int8,
+    trim_hf_padding,
+)
+from clipseek.model.spec import (
+    MULTILINGUAL_EXTRA,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    ModelSpec,
+    check_hf_text_files,
+    hf_text_model,
+    image_size_of_config,
+    model_config,
+    model_identity,
+    resolve_model,
+    weights_identity,
+)
 from clipseek.model.towers import TOWERS, build_and_load
 from clipseek.torch_free import keep_compilers_out, let_torch_in
 
@@ -46,7 +66,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 OFFLINE_HINT = ("If this machine is offline, download the checkpoint elsewhere and point at the file: "
-                "CLIPSEEK_PRETRAINED=/path/to/open_clip_model.safetensors (or pretrained: in flow.yml)")
+                "CLIPSEEK_PRETRAINED=/path/to/open_clip_model.safetensors (or pretrained: in flow.yml); for a "
+                "model with a Hugging Face text tower, at a folder with the checkpoint and the text model's "
+                "config.json and tokenizer.json (docs/models.md)")
 
 
 def _weights_file(open_clip, spec: ModelSpec) -> tuple[str | None, dict]:
@@ -125,17 +147,24 @@ class ClipModel:
                       "bf16": torch.bfloat16}[precision]
         if spec.config_dir is not None:
             open_clip.add_model_config(spec.config_dir)
+        config = open_clip.get_model_config(spec.name) or model_config(spec)
+        if towers != "image":  # the image tower never needs transformers nor the text files
+            check_hf_text_files(spec, config)
         checkpoint, preprocess = _weights_file(open_clip, spec)
+        self.identity = model_identity(spec.name, weights_identity(spec, checkpoint))
         try:
             model = build_and_load(open_clip, spec.name, towers, checkpoint, self.device,
-                                   "fp32" if precision == "int8" else precision, preprocess)
+                                   "fp32" if precision == "int8" else precision, preprocess,
+                                   hf_text_overrides(config, spec.hf_dir, towers))
         except Exception as exc:  # open_clip raises several types for unknown names and bad files
-            raise ModelLoadError(f"could not load model {spec.name} ({spec.pretrained}): {exc}") from exc
+            hint = f" {OFFLINE_HINT}" if hf_text_model(config) and spec.hf_dir is None and towers != "image" else ""
+            raise ModelLoadError(f"could not load model {spec.name} ({spec.pretrained}): {exc}{hint}") from exc
         model.eval()
+        if precision in ("fp16", "bf16"):
+            hf_text_in_precision(model, self.dtype)
         self.model = quantize_int8(model) if precision == "int8" else model
-        config = open_clip.get_model_config(spec.name) or {}
         self.image_size = image_size_of_config(config)
-        self.tokenizer = open_clip.get_tokenizer(spec.name) if self.has_text_tower else None
+        self.tokenizer = self._tokenizer(open_clip, config) if self.has_text_tower else None
         self.context_length = int(getattr(self.tokenizer, "context_length", 0) or
                                   config.get("text_cfg", {}).get("context_length", 77))
         if self.has_image_tower:
@@ -148,9 +177,17 @@ class ClipModel:
         self.text_threads = 0  # torch threads while embedding texts; 0 = the process's setting
         if self.has_text_tower:  # also warms the text path up, so the first query is not slow
             self.embed_dim = int(self.encode_texts(["a"]).shape[1])
-        logger.info("loaded CLIP %s (%s) on %s, %s, %s tower%s, input %d px, dim %d", spec.name,
+        logger.info("loaded CLIP %s (%s) on %s, %s, %s tower%s, input %d px, dim %d", self.identity,
                     spec.pretrained or "random weights", self.device, precision, towers,
                     "s" if towers == "both" else "", self.image_size, self.embed_dim)
+
+    def _tokenizer(self, open_clip, config: dict):
+        if self.spec.hf_dir is not None and hf_text_model(config):
+            return hf_tokenizer(config, self.spec.hf_dir)
+        try:
+            return open_clip.get_tokenizer(self.spec.name)
+        except ImportError as exc:  # a Hugging Face tokenizer without transformers
+            raise ModelLoadError(f"the tokenizer of {self.spec.name} needs {exc.name}: {MULTILINGUAL_EXTRA}") from exc
 
     @property
     def has_image_tower(self) -> bool:
@@ -214,7 +251,7 @@ class ClipModel:
                 if causal_text_tower(self.model):
                     features = encode_real_tokens(self.model, tokens)
                 else:
-                    features = self.model.encode_text(tokens)
+                    features = self.model.encode_text(trim_hf_padding(self.model, tokens))
                 out.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
 

@@ -9,9 +9,28 @@ pyproject.toml), and to be checked when that pin moves (tests/test_clip_model.py
 - ``quantize_int8``: dynamic int8 quantisation of the MLPs; open_clip reads the cast dtype from
   ``mlp.c_fc.weight``, a method once quantised, and checks ``int8_original_dtype`` first (its own
   bitsandbytes path sets it), so this sets that attribute.
+- ``hf_text_overrides`` / ``hf_tokenizer``: a model whose text tower is a Hugging Face model
+  (``text_cfg.hf_model_name``, e.g. ``xlm-roberta-base``) is built from that hub id even when its
+  weights come from a file (``HFTextEncoder`` calls ``AutoConfig.from_pretrained(hf_model_name)``), and
+  ``get_tokenizer`` reads ``hf_tokenizer_name`` from the hub too; only a ``local-dir:`` model reads its
+  tokenizer from a directory, and it still builds the text model from the hub id. So, for a local model
+  directory, clipseek gives ``create_model`` a ``text_cfg`` whose two names are the directory (with
+  ``hf_model_pretrained`` off: the CLIP checkpoint holds the text weights) and builds the tokenizer as
+  ``get_tokenizer``'s ``local-dir:`` branch does.
+- ``trim_hf_padding``: the same saving as ``encode_real_tokens`` for a Hugging Face text tower, which
+  masks the padding (``HFTextEncoder`` builds the attention mask from ``config.pad_token_id``), pools
+  over the real tokens (or the first), and numbers positions from the tokens (RoBERTa): the padding
+  columns after the longest text of a batch never change the embedding, so they are not run (tested
+  to 1e-5 against the full context).
+- ``hf_text_in_precision``: open_clip's fp16/bf16 (``convert_weights_to_lp``) casts the ``nn.Linear``
+  layers only and leaves the Hugging Face model's LayerNorms and embeddings in fp32, so its text tower
+  fails at the first matrix product ("mat1 and mat2 must have the same dtype"); the whole text tower is
+  cast instead (open_clip's own ``pure_fp16``/``pure_bf16`` for that tower).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -66,3 +85,41 @@ def quantize_int8(model):
         if fc is not None and not isinstance(getattr(fc, "weight", None), torch.Tensor):
             fc.int8_original_dtype = torch.float32
     return quantized
+
+
+def hf_text_overrides(config: dict, hf_dir: Path | None, towers: str) -> dict:
+    """``create_model`` keyword arguments that build a Hugging Face text tower from the local directory
+    ``hf_dir`` (its ``config.json``) instead of the hub; {} when there is nothing to redirect."""
+    text_cfg = config.get("text_cfg", {})
+    if hf_dir is None or not text_cfg.get("hf_model_name") or towers == "image":
+        return {}
+    return {"text_cfg": {**text_cfg, "hf_model_name": str(hf_dir), "hf_tokenizer_name": str(hf_dir),
+                         "hf_model_pretrained": False}}
+
+
+def hf_tokenizer(config: dict, hf_dir: Path):
+    """The tokenizer of a Hugging Face text tower, read from ``hf_dir`` (``tokenizer.json`` and, when
+    present, ``tokenizer_config.json``/``special_tokens_map.json``), with the config's context length,
+    mode and keyword arguments, as open_clip's ``get_tokenizer`` builds it for a ``local-dir:`` model."""
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
+
+    text_cfg = config.get("text_cfg", {})
+    return HFTokenizer(str(hf_dir), context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+                       tokenizer_mode=text_cfg.get("tokenizer_mode"), **text_cfg.get("tokenizer_kwargs", {}))
+
+
+def trim_hf_padding(model, tokens):
+    """``tokens`` without the trailing columns that are padding in every row, for a Hugging Face text
+    tower (``model.text.config.pad_token_id``); unchanged for any other model."""
+    pad = getattr(getattr(getattr(model, "text", None), "config", None), "pad_token_id", None)
+    if pad is None or tokens.ndim != 2 or not tokens.shape[1]:
+        return tokens
+    used = (tokens != pad).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens[:, :1]
+
+
+def hf_text_in_precision(model, dtype) -> None:
+    """Cast a Hugging Face text tower (``model.text`` with a ``config``) wholly to ``dtype``."""
+    text = getattr(model, "text", None)
+    if text is not None and getattr(text, "config", None) is not None:
+        text.to(dtype)

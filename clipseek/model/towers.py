@@ -64,10 +64,12 @@ def can_split(model_cfg: dict) -> bool:
 
 
 def build(open_clip: Any, name: str, towers: str, device: str, precision: str,
-          preprocess: dict | None = None) -> Any:
+          preprocess: dict | None = None, model_kwargs: dict | None = None) -> Any:
     """The open_clip model ``name`` with the other tower removed, its tensors on ``device`` or on
-    the ``meta`` device (shapes and dtypes only, nothing allocated)."""
+    the ``meta`` device (shapes and dtypes only, nothing allocated). ``model_kwargs`` replace parts of
+    its config (open_clip_compat.hf_text_overrides)."""
     stub = {"text": {"vision_cfg": dict(_STUB_VISION)}, "image": {"text_cfg": dict(_STUB_TEXT)}}.get(towers, {})
+    stub = {**(model_kwargs or {}), **stub}
     quiet = _DropRecords("No pretrained weights loaded")  # open_clip says so; the weights come next
     logging.getLogger().addFilter(quiet)
     try:
@@ -98,13 +100,14 @@ def lower_token_embedding(model: Any, precision: str) -> None:
         embedding.to(dtype)
 
 
-def build_on_meta(open_clip: Any, name: str, towers: str, precision: str, preprocess: dict | None) -> Any:
+def build_on_meta(open_clip: Any, name: str, towers: str, precision: str, preprocess: dict | None,
+                  model_kwargs: dict | None = None) -> Any:
     """``build`` on the meta device; raises _NotMaterializable when allocating it afterwards could
     not restore everything (a tensor that is neither weight nor known buffer)."""
     import torch
 
     with torch.device("meta"):
-        model = build(open_clip, name, towers, "meta", precision, preprocess)
+        model = build(open_clip, name, towers, "meta", precision, preprocess, model_kwargs)
     saved = set(model.state_dict())
     unsaved = [n for n, _ in model.named_buffers() if n not in saved and n.rsplit(".", 1)[-1] != "attn_mask"]
     loose = [f"{type(m).__name__}.{k}" for m in model.modules() for k, v in vars(m).items()
@@ -272,7 +275,7 @@ def load_weights(model: Any, path: str) -> int:
 
 
 def build_and_load(open_clip: Any, name: str, towers: str, checkpoint: str | None, device: str, precision: str,
-                   preprocess: dict | None = None) -> Any:
+                   preprocess: dict | None = None, model_kwargs: dict | None = None) -> Any:
     """The model with only ``towers`` allocated, weights from ``checkpoint`` (None: random).
 
     The model is laid out on the meta device, then its tensors are allocated once, in their final
@@ -284,11 +287,11 @@ def build_and_load(open_clip: Any, name: str, towers: str, checkpoint: str | Non
         logger.info("%s: its towers cannot be built apart; loading both", name)
         towers = "both"
     try:
-        model = materialize(build_on_meta(open_clip, name, towers, precision, preprocess), device)
+        model = materialize(build_on_meta(open_clip, name, towers, precision, preprocess, model_kwargs), device)
         fill = random_fill
     except _NotMaterializable as exc:
         logger.info("%s; building it with open_clip's initialisation", exc)
-        model = build(open_clip, name, towers, device, precision, preprocess)
+        model = build(open_clip, name, towers, device, precision, preprocess, model_kwargs)
         fill = None
     if checkpoint is None:
         if fill is not None:
@@ -304,7 +307,7 @@ def build_and_load(open_clip: Any, name: str, towers: str, checkpoint: str | Non
     gc.collect()
     model = open_clip.create_model(name, pretrained=checkpoint, device=device, precision=precision,
                                    pretrained_image=False, pretrained_text=False,
-                                   force_preprocess_cfg=preprocess or None)
+                                   force_preprocess_cfg=preprocess or None, **(model_kwargs or {}))
     drop_tower(model, {"text": "image", "image": "text"}.get(towers, ""))
     gc.collect()
     return model

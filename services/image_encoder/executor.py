@@ -50,7 +50,7 @@ class ImageEncoder(ClipseekExecutor):
             frame.pixels = None  # the indexer needs only the vector; keep the message small
         for doc in docs:
             if not doc.error:
-                doc.model = self.clip.spec.name
+                doc.model = self.clip.identity  # architecture and weights: the workspace checks them
         elapsed = time.perf_counter() - started
         self.log.info("embedded %d frames in %.2f s (%.1f frames/s)", len(work), elapsed,
                       len(work) / max(elapsed, 1e-9))

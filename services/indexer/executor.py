@@ -1,9 +1,11 @@
 """Indexer: the request side of clipseek.index (documents in, library calls, documents out).
 
 Endpoints: ``/index`` (store a range of a video's frames), ``/probe`` (what is already indexed; records
-a new path of content that is), ``/search``, ``/videos``, ``/delete``. Every decision (content vs
-paths, ranges, deletes, validation) is clipseek.index.library's; every write is durable before the
-answer says so. Runs with ``allow_concurrent`` (flow.yml): a search never waits behind an /index.
+a new path of content that is), ``/search``, ``/videos``, ``/delete``; and the words: ``/metadata``
+(manifest rows), ``/topics`` (set the topic vocabulary and tag every shot), ``/vocabulary`` (read it).
+Every decision (content vs paths, ranges, deletes, validation) is clipseek.index.library's; every
+write is durable before the answer says so. Runs with ``allow_concurrent`` (flow.yml): a search never
+waits behind an /index.
 """
 
 # No `from __future__ import annotations` here: jina reads the endpoint types at run time.
@@ -17,13 +19,26 @@ import numpy as np
 from docarray import DocList
 from jina import requests
 
-from clipseek.docs import Query, Segment, VideoDoc
-from clipseek.engine.documents import range_upload, record_fields, segment
+from clipseek.docs import MetadataRowDoc, Query, Segment, TopicLabel, VideoDoc
+from clipseek.engine.documents import (
+    label_docs,
+    metadata_row,
+    range_upload,
+    record_fields,
+    search_options,
+    segment,
+    vocabulary_of,
+    words_fields,
+)
 from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError
 from clipseek.index import Library, SearchSettings, open_backend
+from clipseek.index.backend import ModelIdentity
 from clipseek.index.embedded.vectors import HnswSettings
+from clipseek.index.metadata import MetadataError
+from clipseek.index.queries import combine_query, parse_like
 from clipseek.index.records import VideoRecord
+from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, expected_identity
 
 
 @dataclass
@@ -45,6 +60,8 @@ class IndexerSettings:
     merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
     merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
     oversample: int = 8  # frame candidates fetched per requested clip
+    model: str = DEFAULT_MODEL  # the encoders' model: a workspace of another model fails the start
+    pretrained: str = DEFAULT_PRETRAINED  # the encoders' weights (with model)
 
 
 class Indexer(ClipseekExecutor):
@@ -65,6 +82,21 @@ class Indexer(ClipseekExecutor):
                                                        merge_margin=s.merge_margin, merge_relative=s.merge_relative))
         self.log.info("index (%s) at %s: %d videos, %d frames", s.index_backend, s.workspace,
                       len(self.library.videos()), self.library.frame_count())
+        self._check_model()
+
+    def _check_model(self) -> None:
+        """Refuse to start on a workspace made with another model than the encoders' (as far as the
+        settings tell without loading it; every index and search request is checked exactly)."""
+        try:
+            identity, dim = expected_identity(self.settings.model, self.settings.pretrained)
+        except ClipseekError as exc:  # e.g. a checkpoint folder mounted only in the encoders
+            self.log.warning("cannot check the workspace's model at start-up: %s", exc)
+            return
+        try:
+            self.library.check_model(identity, dim)
+        except ClipseekError:
+            self.library.close()
+            raise
 
     def close(self) -> None:
         try:
@@ -119,8 +151,27 @@ class Indexer(ClipseekExecutor):
     # -- /videos, /delete --------------------------------------------------------------------
     @requests(on="/videos")
     def videos(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
-        return DocList[VideoDoc]([self._describe(VideoDoc(uri=r.path, path=r.path), r, "indexed")
-                                  for r in self.library.videos()])
+        """Every video (one empty VideoDoc), or those the docs name (``video_id`` or ``uri``), with their
+        shots and each shot's topic; each with its metadata and seconds per topic."""
+        named = [doc for doc in docs if doc.video_id or doc.uri]
+        if not named:
+            records = self.library.videos()
+            meta = self.library.metadata([r.video_id for r in records])
+            topics = {t.video_id: t for t in self.library.topic_table()}
+            return DocList[VideoDoc]([words_fields(self._describe(VideoDoc(uri=r.path, path=r.path), r, "indexed"),
+                                                   r, meta.get(r.video_id, {}), topics.get(r.video_id))
+                                      for r in records])
+        for doc in named:
+            record, path = self.library.find(doc.video_id or doc.uri)
+            if record is None:
+                doc.error, doc.status = f"no indexed video matches '{doc.video_id or doc.uri}'", "failed"
+                continue
+            doc.path = path or record.path
+            self._describe(doc, record, "indexed")
+            table = self.library.topic_table([record.video_id])
+            words_fields(doc, record, self.library.metadata([record.video_id]).get(record.video_id, {}),
+                         table[0] if table else None, self.library.shot_topics(record.video_id))
+        return DocList[VideoDoc](named)
 
     @requests(on="/delete")
     def delete(self, docs: DocList[VideoDoc], **kwargs: Any) -> DocList[VideoDoc]:
@@ -142,12 +193,76 @@ class Indexer(ClipseekExecutor):
         for query in docs:
             if not query.error:
                 try:
-                    if query.embedding is None:
-                        raise ClipseekError("the query has no embedding (is the text encoder in the Flow?)")
-                    hits = self.library.search(np.asarray(query.embedding, dtype=np.float32), query.top_k,
-                                               list(query.video_ids) or None, model=query.model)
+                    vector, kind = self._query_vector(query)
+                    hits = self.library.search(vector, query.top_k, list(query.video_ids) or None,
+                                               model=query.model, min_confidence=query.min_confidence,
+                                               query_kind=kind, **search_options(query))
                     query.segments = DocList[Segment]([segment(hit) for hit in hits])
-                except ClipseekError as exc:
+                except (ClipseekError, MetadataError) as exc:
                     query.error = str(exc)
-            query.embedding = None
+            query.embedding = query.image_embedding = None
         return docs
+
+    # -- words: /metadata, /topics, /vocabulary ----------------------------------------------
+    @requests(on="/metadata")
+    def metadata(self, docs: DocList[MetadataRowDoc], **kwargs: Any) -> DocList[MetadataRowDoc]:
+        """Store manifest rows; each is answered "attached" (an indexed video has it now), "waiting" (kept
+        for a video not indexed yet) or "failed" with the reason (the other rows are stored)."""
+        rows = []
+        for doc in docs:
+            try:
+                rows.append((doc, metadata_row(doc)))
+            except ValueError as exc:
+                doc.status, doc.error = "failed", f"line {doc.line}: {exc}" if doc.line else str(exc)
+        if rows:
+            try:
+                self.library.import_metadata([row for _, row in rows])
+            except ClipseekError as exc:
+                for doc, _ in rows:
+                    doc.status, doc.error = "failed", str(exc)
+                return docs
+            for doc, row in rows:
+                attached = self.library.backend.videos_matching_keys([row.match])
+                doc.status = "attached" if attached else "waiting"
+        return docs
+
+    @requests(on="/topics")
+    def topics(self, docs: DocList[TopicLabel], **kwargs: Any) -> DocList[TopicLabel]:
+        """Make the labels the library's vocabulary and tag every shot with it (all labels or none)."""
+        problem = next((f"label {doc.name!r}: {doc.error}" for doc in docs if doc.error), "")
+        known = self.library.model
+        others = sorted({doc.model for doc in docs if doc.model and known is not None
+                         and known.differs_from(ModelIdentity.parse(doc.model, known.dim))})
+        if not problem and others:
+            problem = (f"the labels were embedded with {', '.join(others)}, the index holds "
+                       f"'{known.text}' embeddings: use the same model in both encoders")
+        tagged = 0
+        if not problem:
+            try:
+                vocabulary, vectors = vocabulary_of(docs)
+                tagged = self.library.set_vocabulary(vocabulary, vectors)
+                self.log.info("topic vocabulary of %d labels: %d shots tagged", len(vocabulary.labels), tagged)
+            except (ClipseekError, ValueError) as exc:
+                problem = str(exc)
+        for doc in docs:
+            doc.embedding = None
+            if problem:
+                doc.error = doc.error or f"the vocabulary was not set: {problem}"
+            else:
+                doc.shots_tagged = tagged
+        return docs
+
+    @requests(on="/vocabulary")
+    def vocabulary(self, docs: DocList[TopicLabel], **kwargs: Any) -> DocList[TopicLabel]:
+        """The library's topic labels (none when it has no vocabulary yet)."""
+        return label_docs(self.library.vocabulary())
+    def _query_vector(self, query: Query) -> tuple[np.ndarray, str]:
+        """The text's vector, the picture's (or, for ``like``, a stored frame's), or both weighted."""
+        image = query.image_embedding
+        if query.like:
+            if image is not None:
+                raise ClipseekError("a query takes a picture or 'more like this', not both")
+            video, time_s = parse_like(query.like)
+            image = self.library.frame_vector(video, time_s)[2]
+        text = query.embedding if (query.text or "").strip() else None
+        return combine_query(text, image, query.image_weight)

@@ -1,20 +1,27 @@
-"""CLIP text encoder: embeds search queries.
+"""CLIP text encoder: embeds search queries, and the prompts of topic labels.
 
-Endpoint: ``/search``. Everything else passes through. A query longer than the model's context is
-truncated by the tokenizer (the end-of-text token is kept), not refused. Embeddings of recent
-queries are kept (``query_cache_size``); the text tower runs on ``torch_threads`` threads.
+Endpoints: ``/search`` (each Query's text), ``/topics`` (every prompt of each TopicLabel: one row of its
+``embedding`` a prompt, for the indexer's zero-shot tagging). Everything else passes through. A query
+longer than the model's context is truncated by the tokenizer (the end-of-text token is kept), not
+refused. Embeddings of recent queries are kept (``query_cache_size``); the text tower runs on
+``torch_threads`` threads. A picture as the query (``image_base64``, or ``image_path`` under
+``media_roots``) is embedded by the model's image tower, loaded here on the first such query: /search
+stays off the image encoder, which is busy with /index batches and may be down while search is up.
 """
 
 # No `from __future__ import annotations` here: jina reads the endpoint types at run time.
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from docarray import DocList
 from jina import requests
 
-from clipseek.docs import Query
+from clipseek.docs import Query, TopicLabel
 from clipseek.engine.executor import ClipseekExecutor
+from clipseek.errors import ClipseekError
+from clipseek.media.query_image import decode_base64, query_pixels, read_query_file
 from clipseek.model.clip import load_clip
 from clipseek.model.query_cache import QueryCache
 from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -30,6 +37,7 @@ class TextEncoderSettings:
     max_query_chars: int = 10000  # longer texts are cut here before tokenising (cheap guard)
     query_cache_size: int = 4096  # query embeddings remembered, least recently used dropped first; 0 = none
     torch_threads: int = 1  # threads per model call: one query is too small to split; 0 = torch's default
+    media_roots: list[str] = field(default_factory=lambda: ["."])  # where a query's image_path may point
 
 
 class TextEncoder(ClipseekExecutor):
@@ -44,22 +52,70 @@ class TextEncoder(ClipseekExecutor):
         self.clip = load_clip(s.model, s.pretrained, s.device, s.precision, towers="text")
         self.clip.text_threads = s.torch_threads
         self.cache = QueryCache(s.query_cache_size)
+        self._images = None  # the image tower, loaded on the first picture query
 
     @requests(on="/search")
     def encode(self, docs: DocList[Query], **kwargs: Any) -> DocList[Query]:
         todo = []
         for doc in docs:
             text = (doc.text or "").strip()
-            if not text:
+            has_image = bool(doc.image_base64 or doc.image_path or doc.like)
+            if not text and not has_image:
                 doc.error = "the query is empty: type what you are looking for"
             elif not doc.error:
-                todo.append((doc, text[: self.settings.max_query_chars]))
+                self._embed_image(doc)
+                if text and not doc.error:
+                    todo.append((doc, text[: self.settings.max_query_chars]))
         if todo:
             embeddings = self.cache.encode([text for _, text in todo], self._encode)
             for (doc, _), embedding in zip(todo, embeddings, strict=True):
                 doc.embedding = embedding.copy()  # the cache keeps its own
-                doc.model = self.clip.spec.name
+                doc.model = self.clip.identity  # architecture and weights: the workspace checks them
         return docs
+
+    @requests(on="/topics")
+    def encode_labels(self, docs: DocList[TopicLabel], **kwargs: Any) -> DocList[TopicLabel]:
+        todo = []
+        for doc in docs:
+            doc.prompts = [p.strip()[: self.settings.max_query_chars] for p in doc.prompts if p.strip()]
+            if not doc.prompts:
+                doc.error = doc.error or f"label {doc.name!r} has no prompts to embed"
+            elif not doc.error:
+                todo.append(doc)
+        texts = [prompt for doc in todo for prompt in doc.prompts]
+        if texts:
+            embeddings = self._encode(texts)  # not cached: a vocabulary is embedded once
+            at = 0
+            for doc in todo:
+                doc.embedding = embeddings[at:at + len(doc.prompts)].copy()
+                doc.model = self.clip.identity  # as for queries: the indexer checks it against the workspace
+                at += len(doc.prompts)
+        return docs
+
+    def _embed_image(self, doc: Query) -> None:
+        """``doc``'s picture, checked and embedded into ``image_embedding``; its bytes dropped."""
+        if not (doc.image_base64 or doc.image_path):
+            return
+        try:
+            if doc.image_base64 and doc.image_path:
+                raise ClipseekError("a query takes the image's bytes or its path, not both")
+            data = (decode_base64(doc.image_base64) if doc.image_base64
+                    else read_query_file(doc.image_path, self.settings.media_roots))
+            image_tower = self._image_tower()
+            pixels = query_pixels(data, image_tower.image_size, name=f"query image {doc.image_path}".strip()
+                                  if doc.image_path else "the query image")
+            doc.image_embedding = image_tower.encode_frames(pixels[np.newaxis])[0]
+            doc.model = image_tower.spec.name
+        except ClipseekError as exc:
+            doc.error = str(exc)
+            self.log.warning("query image refused: %s", exc)
+        doc.image_base64 = ""
+
+    def _image_tower(self):
+        if self._images is None:
+            s = self.settings
+            self._images = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
+        return self._images
 
     def _encode(self, texts: list[str]):
         return self.clip.encode_texts(texts, self.settings.text_batch_size)

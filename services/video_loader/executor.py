@@ -1,7 +1,8 @@
 """Video loader: the request side of clipseek.media.source (documents in, MediaSource calls, documents out).
 
-Endpoints: ``/index`` (read one time range: shots and the frames to embed, at the encoder's size),
-``/probe`` (expand folders, probe and hash, no decoding), ``/thumbnail`` (one frame as JPEG).
+Endpoints: ``/index`` (read one time range: shots and the frames to embed, at the encoder's size, and
+what the file says about itself: its own tags and its sidecar file ``<video>.json``), ``/probe``
+(expand folders, probe and hash, no decoding), ``/thumbnail`` (one frame as JPEG).
 Everything else passes through. The rules (media roots, range bounds, sampling) are the media layer's.
 """
 
@@ -10,15 +11,17 @@ Everything else passes through. The rules (media roots, range bounds, sampling) 
 import base64
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from docarray import DocList
 from jina import requests
 
 from clipseek.docs import Frame, Thumbnail, VideoDoc
-from clipseek.engine.documents import file_fields, range_fields
+from clipseek.engine.documents import file_fields, metadata_sources, range_fields
 from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError
+from clipseek.index.metadata import MetadataError, container_fields, read_sidecar
 from clipseek.media.roots import VIDEO_EXTENSIONS
 from clipseek.media.shots import SamplingSettings
 from clipseek.media.source import MediaSource
@@ -96,11 +99,30 @@ class VideoLoader(ClipseekExecutor):
                 self._failed(doc, exc)
                 continue
             range_fields(doc, read)
+            self._read_metadata(doc, read.file.path, read.file.info.tags)
             doc.status = "decoded"
             self.log.info("%s [%.1f-%.1f s]: %d frames decoded (%s), %d shots, %d sampled in %.2f s", read.file.path,
                           read.start_s, read.end_s, read.result.frames_decoded, read.result.method,
                           len(doc.shots), len(doc.frames), time.perf_counter() - started)
         return docs
+
+    def _read_metadata(self, doc: VideoDoc, path: Path, tags: dict[str, str]) -> None:
+        """The file's own tags and its sidecar file. A bad sidecar is a warning: the video is still
+        indexed, and the index keeps the sidecar fields it had."""
+        warnings = []
+        try:
+            container = container_fields(tags)
+        except MetadataError as exc:
+            container = None
+            warnings.append(f"its own tags were not read: {exc}")
+        try:
+            sidecar = read_sidecar(path)
+        except MetadataError as exc:
+            sidecar = None
+            warnings.append(f"the sidecar file was not read: {exc}")
+        if warnings:
+            self.log.warning("%s: %s", path, "; ".join(warnings))
+        metadata_sources(doc, container, sidecar, "; ".join(warnings))
 
     # -- /thumbnail --------------------------------------------------------------------------
     @requests(on="/thumbnail")

@@ -109,7 +109,7 @@ class SqlCatalog:
         state = CatalogState()
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
         if meta.get("model_dim"):
-            state.model = ModelIdentity(meta.get("model_name", ""), int(meta["model_dim"]))
+            state.model = ModelIdentity.parse(meta.get("model_name", ""), int(meta["model_dim"]))
         paths: dict[str, list[str]] = {}
         for path, video_id in self.db.execute("SELECT path, video_id FROM paths ORDER BY video_id, position"):
             paths.setdefault(video_id, []).append(path)
@@ -163,7 +163,7 @@ class SqlCatalog:
             db.executemany("INSERT OR REPLACE INTO tombstones VALUES (?, ?)", list(change.tombstones.items()))
             if change.model is not None:
                 db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                               [("model_name", change.model.name), ("model_dim", str(change.model.dim))])
+                               [("model_name", change.model.text), ("model_dim", str(change.model.dim))])
             self._write_words(change)
             db.execute("COMMIT")
         except BaseException:
