@@ -5,7 +5,7 @@
     python tools/demo.py --serve         # keep serving afterwards (the web page can connect)
 
 Needs no network: the demo model ships in clipseek/demo/model. It only knows its synthetic vocabulary
-(coloured shapes); it is for trying the engine, not for real footage.
+(coloured shapes), in English and Chinese; it is for trying the engine, not for real footage.
 """
 
 from __future__ import annotations
@@ -24,7 +24,19 @@ from clipseek.api.demo_eval import evaluate  # noqa: E402
 from clipseek.api.format import format_time  # noqa: E402
 from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 
-QUERIES = ["a red circle", "a blue star", "a photo of a green triangle", "a yellow square on a plain background"]
+# English and Chinese: the demo model learned both ("一个红色的圆形" is "a red circle", "蓝色的星形" "a blue star").
+QUERIES = ["a red circle", "一个红色的圆形", "a blue star", "蓝色的星形", "a photo of a green triangle",
+           "a yellow square on a plain background"]
+
+
+def library_is_current(truth_path: Path, videos: int) -> bool:
+    """Whether the demo videos of ``truth_path`` are ``videos`` many and have Chinese captions (older
+    libraries do not: they are made again)."""
+    if not truth_path.exists():
+        return False
+    truth = json.loads(truth_path.read_text(encoding="utf-8"))
+    return len(truth["videos"]) == videos and all("caption_zh" in shot for video in truth["videos"]
+                                                   for shot in video["shots"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,21 +46,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=24, help="how many demo videos to make")
     parser.add_argument("--grpc-port", type=int, default=51000)
     parser.add_argument("--http-port", type=int, default=51001)
-    parser.add_argument("--evaluate", action="store_true", help="search every shot's caption, print the hit rate")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="search every shot's caption (English, then Chinese), print the hit rates")
     parser.add_argument("--serve", action="store_true", help="keep serving until Ctrl-C")
+    parser.add_argument("--model-config", type=Path, default=None,
+                        help="another open_clip config of the demo model to serve (e.g. a checkpoint being evaluated)")
+    parser.add_argument("--weights", type=Path, default=None, help="with --model-config: its checkpoint")
     args = parser.parse_args(argv)
+    if (args.model_config is None) != (args.weights is None):
+        raise ValueError(f"--model-config and --weights go together, got {args.model_config} and {args.weights}")
 
     truth_path = args.videos_dir / "truth.json"
-    if not truth_path.exists() or len(json.loads(truth_path.read_text())["videos"]) != args.videos:
+    if not library_is_current(truth_path, args.videos):
         print(f"making {args.videos} demo videos in {args.videos_dir} ...", flush=True)
         sys.path.insert(0, str(REPO / "tools"))
         from make_demo_videos import main as make_videos
 
         make_videos([str(args.videos_dir), "--videos", str(args.videos), "--quiet"])
     settings = ServeSettings(grpc_port=args.grpc_port, http_port=args.http_port)
-    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(args.videos_dir)],
+    model = {"model": "demo", "pretrained": None} if args.model_config is None else {
+        "model": str(args.model_config.resolve()), "pretrained": str(args.weights.resolve())}
+    overrides = {**model, "media_roots": [str(args.videos_dir)],
                  "workspace": str(args.workspace)}
-    print("starting the engine on the demo model ...", flush=True)
+    print(f"starting the engine on the demo model ({args.weights or 'shipped'}) ...", flush=True)
     with BackgroundFlow(settings, overrides) as flow:
         client = ClipseekClient(flow.http)
         started = time.perf_counter()
@@ -63,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {rank}. {segment.score:.3f}  {format_time(segment.start_s)}-{format_time(segment.end_s)}  "
                       f"{Path(segment.video).name}")
         if args.evaluate:
-            print("\n" + evaluate(client, truth_path).report())
-            print(evaluate(client, truth_path, only_within_video=True).report().replace(
-                "shots in", "shots (each search filtered to its own video) in", 1))
+            for language in ("en", "zh"):
+                print(f"\ncaptions {language}: " + evaluate(client, truth_path, language=language).report())
+                print(f"captions {language}: " + evaluate(client, truth_path, only_within_video=True,
+                                                          language=language).report().replace(
+                    "shots in", "shots (each search filtered to its own video) in", 1))
         sys.path.insert(0, str(REPO / "tools"))  # the demo's metadata: EN/ZH titles, briefs, categories, topics
         from demo_metadata import import_demo_metadata
 

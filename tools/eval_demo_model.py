@@ -8,12 +8,14 @@ the whole vocabulary:
   concept's frame;
 - image->text: for each frame, is the nearest of all concepts' captions its own.
 
-Both are averaged over ``--trials`` independent sets of frames. ``--jpeg`` re-encodes every frame as a
-JPEG of that quality first (blocking and chroma subsampling, like a decoded video frame). ``--videos DIR``
-also captions frames decoded from the demo videos in DIR (``tools/make_demo_videos.py``) against their
-truth: the middle of every shot, and 30% / 70% into shots of 2 s or more.
+Both are averaged over ``--trials`` independent sets of frames, once with the English captions and once
+with the Chinese ones. ``--jpeg`` re-encodes every frame as a JPEG of that quality first (blocking and
+chroma subsampling, like a decoded video frame). ``--conditions`` also scores frame sets under each of
+``CONDITIONS`` (small and large objects, 16:9, darker and brighter frames). ``--videos DIR`` also captions
+frames decoded from the demo videos in DIR (``tools/make_demo_videos.py``) against their truth: the middle
+of every shot, and 30% / 70% into shots of 2 s or more.
 
-    python tools/eval_demo_model.py [--trials 10] [--seed 987654] [--jpeg 50] [--videos DIR]
+    python tools/eval_demo_model.py [--trials 10] [--seed 987654] [--jpeg 50] [--conditions] [--videos DIR]
 """
 
 from __future__ import annotations
@@ -104,8 +106,11 @@ def jpeg_roundtrip(image: Image.Image, quality: int) -> Image.Image:
 
 
 def heldout_frames(seed: int, trials: int, jpeg_quality: int | None = None,
-                   frame_size_px: tuple[int, int] = EVAL_FRAME_SIZE_PX) -> list[list[Image.Image]]:
-    """``trials`` lists of frames, each with one fresh scene of every concept in ``vocab.CONCEPTS`` order."""
+                   frame_size_px: tuple[int, int] = EVAL_FRAME_SIZE_PX,
+                   size_range: tuple[float, float] = EVAL_SIZE_RANGE,
+                   brightness: float = 1.0) -> list[list[Image.Image]]:
+    """``trials`` lists of frames, each with one fresh scene of every concept in ``vocab.CONCEPTS`` order;
+    ``brightness`` scales every pixel (below 1: a darker frame, as inside a fade)."""
     rng = np.random.default_rng(seed)
     width, height = frame_size_px
     sets = []
@@ -113,11 +118,42 @@ def heldout_frames(seed: int, trials: int, jpeg_quality: int | None = None,
         frames = []
         for concept in vocab.CONCEPTS:
             scene = vocab.random_scene(rng, concept.shape, concept.colour, aspect=width / height,
-                                       size_range=EVAL_SIZE_RANGE)
+                                       size_range=size_range)
             frame = vocab.render_scene(scene, width, height)
+            if brightness != 1.0:
+                frame = frame.point(lambda level: min(255, round(level * brightness)))
             frames.append(jpeg_roundtrip(frame, jpeg_quality) if jpeg_quality else frame)
         sets.append(frames)
     return sets
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A kind of frame the plain held-out set does not cover."""
+
+    name: str
+    frame_size_px: tuple[int, int] = EVAL_FRAME_SIZE_PX
+    size_range: tuple[float, float] = EVAL_SIZE_RANGE
+    brightness: float = 1.0
+
+
+# Each is scored by ``--conditions``; the figures are in docs/demo-model.md.
+CONDITIONS: tuple[Condition, ...] = (
+    Condition("small (0.10-0.15 of the height), 4:3", (640, 480), (0.10, 0.15)),
+    Condition("small (0.10-0.15 of the height), 16:9", (640, 360), (0.10, 0.15)),
+    Condition("medium (0.15-0.25), 16:9", (640, 360), (0.15, 0.25)),
+    Condition("large (0.65-0.90), 4:3", (640, 480), (0.65, 0.90)),
+    Condition("large (0.65-0.90), 16:9", (640, 360), (0.65, 0.90)),
+    Condition("darker (x0.6)", brightness=0.6),
+    Condition("dark (x0.35)", brightness=0.35),
+    Condition("brighter (x1.3, clipped)", brightness=1.3),
+)
+
+
+def condition_frames(seed: int, condition: Condition, trials: int) -> list[list[Image.Image]]:
+    """Held-out frame sets (as :func:`heldout_frames`) drawn under ``condition``."""
+    return heldout_frames(seed, trials, frame_size_px=condition.frame_size_px, size_range=condition.size_range,
+                          brightness=condition.brightness)
 
 
 @dataclass
@@ -135,13 +171,16 @@ class RetrievalScores:
                 f"(all phrasings {self.image_to_text_all_phrasings:.2%}); most missed: {worst or 'none'}")
 
 
-def retrieval_scores(model: torch.nn.Module, tokenizer, frame_sets: list[list[Image.Image]]) -> RetrievalScores:
-    """Text->image and image->text top-1 of ``model`` on frame sets made by :func:`heldout_frames`."""
+def retrieval_scores(model: torch.nn.Module, tokenizer, frame_sets: list[list[Image.Image]],
+                     language: str = "en") -> RetrievalScores:
+    """Text->image and image->text top-1 of ``model`` on frame sets made by :func:`heldout_frames`, with the
+    captions of ``language``."""
     n = len(vocab.CONCEPTS)
     truth = torch.arange(n)
-    canonical = encode_texts(model, tokenizer, [c.caption for c in vocab.CONCEPTS])
-    phrasings = [encode_texts(model, tokenizer, [vocab.caption(c.shape, c.colour, t) for c in vocab.CONCEPTS])
-                 for t in range(len(vocab.CAPTION_TEMPLATES))]
+    canonical = encode_texts(model, tokenizer, [vocab.caption(c.shape, c.colour, 0, language) for c in vocab.CONCEPTS])
+    phrasings = [encode_texts(model, tokenizer, [vocab.caption(c.shape, c.colour, t, language)
+                                                 for c in vocab.CONCEPTS])
+                 for t in range(len(vocab.TEMPLATES[language]))]
     t2i = i2t = i2t_all = 0.0
     missed: dict[str, int] = {}
     for frames in frame_sets:
@@ -153,7 +192,7 @@ def retrieval_scores(model: torch.nn.Module, tokenizer, frame_sets: list[list[Im
         image_hits = similarity.argmax(dim=0) == truth
         i2t += image_hits.float().mean().item()
         for index in torch.nonzero(~image_hits).flatten().tolist():
-            name = vocab.CONCEPTS[index].caption
+            name = vocab.CONCEPTS[index].caption  # named in English whatever the language
             missed[name] = missed.get(name, 0) + 1
         i2t_all += np.mean([((texts @ images.T).argmax(dim=0) == truth).float().mean().item()
                             for texts in phrasings])
@@ -173,9 +212,10 @@ def decoded_video_frames(path: Path, width_px: int, height_px: int, ffmpeg: str 
         raise RuntimeError(f"ffmpeg could not decode {path} (exit {process.returncode}): {stderr.decode()[-2000:]}")
 
 
-def video_caption_accuracy(model: torch.nn.Module, tokenizer, videos_dir: Path) -> tuple[float, int]:
+def video_caption_accuracy(model: torch.nn.Module, tokenizer, videos_dir: Path,
+                           language: str = "en") -> tuple[float, int]:
     """Image->text top-1 on frames decoded from the demo videos in ``videos_dir``, and how many frames."""
-    truth = json.loads((videos_dir / "truth.json").read_text())
+    truth = json.loads((videos_dir / "truth.json").read_text(encoding="utf-8"))
     fps = truth["fps"]
     frames, labels = [], []
     for video in truth["videos"]:
@@ -193,12 +233,13 @@ def video_caption_accuracy(model: torch.nn.Module, tokenizer, videos_dir: Path) 
                 labels.append(wanted[index])
     if not frames:
         raise ValueError(f"no shots in {videos_dir / 'truth.json'}")
-    captions = encode_texts(model, tokenizer, [c.caption for c in vocab.CONCEPTS])
+    captions = encode_texts(model, tokenizer, [vocab.caption(c.shape, c.colour, 0, language)
+                                               for c in vocab.CONCEPTS])
     predicted = (encode_frames(model, frames) @ captions.T).argmax(dim=1)
     return (predicted == torch.tensor(labels)).float().mean().item(), len(frames)
 
 
-def main(argv: list[str] | None = None) -> RetrievalScores:
+def main(argv: list[str] | None = None) -> dict[str, RetrievalScores]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=MODEL_CONFIG_PATH, help="open_clip model config JSON")
     parser.add_argument("--weights", type=Path, default=MODEL_WEIGHTS_PATH, help="checkpoint (.safetensors)")
@@ -206,18 +247,33 @@ def main(argv: list[str] | None = None) -> RetrievalScores:
     parser.add_argument("--trials", type=int, default=10, help="frame sets of one frame per concept")
     parser.add_argument("--jpeg", type=int, default=None, help="re-encode frames as JPEG of this quality")
     parser.add_argument("--videos", type=Path, default=None, help="folder of demo videos with truth.json")
+    parser.add_argument("--conditions", action="store_true",
+                        help="also score small, large, darker and brighter frames (CONDITIONS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(2)
     started = time.perf_counter()
     model, tokenizer = load_demo_model(args.config, args.weights)
-    scores = retrieval_scores(model, tokenizer, heldout_frames(args.seed, args.trials, args.jpeg))
-    print(f"{args.weights.name}, seed {args.seed}, {args.trials} x {len(vocab.CONCEPTS)} frames"
-          f"{f', JPEG q{args.jpeg}' if args.jpeg else ''}: {scores} [{time.perf_counter() - started:.1f} s]")
+    frames = heldout_frames(args.seed, args.trials, args.jpeg)
+    results = {}
+    for language in vocab.LANGUAGES:
+        results[language] = scores = retrieval_scores(model, tokenizer, frames, language)
+        print(f"{args.weights.name}, seed {args.seed}, {args.trials} x {len(vocab.CONCEPTS)} frames"
+              f"{f', JPEG q{args.jpeg}' if args.jpeg else ''}, captions {language}: {scores} "
+              f"[{time.perf_counter() - started:.1f} s]", flush=True)
+    if args.conditions:
+        for number, condition in enumerate(CONDITIONS, start=1):
+            frames = condition_frames(args.seed + number, condition, args.trials)
+            for language in vocab.LANGUAGES:
+                scores = retrieval_scores(model, tokenizer, frames, language)
+                print(f"  {condition.name}, captions {language}: text->image {scores.text_to_image:.1%}, "
+                      f"image->text {scores.image_to_text:.1%}", flush=True)
     if args.videos is not None:
-        accuracy, count = video_caption_accuracy(model, tokenizer, args.videos)
-        print(f"demo videos in {args.videos}: image->text top-1 {accuracy:.2%} on {count} decoded frames")
-    return scores
+        for language in vocab.LANGUAGES:
+            accuracy, count = video_caption_accuracy(model, tokenizer, args.videos, language)
+            print(f"demo videos in {args.videos}, captions {language}: image->text top-1 {accuracy:.2%} "
+                  f"on {count} decoded frames")
+    return results
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ place, a red and a blue cross of equal luma), which brightness-based cut detecti
 short (3-6 shots, 10-30 s) and between them show every concept.
 
 ``OUTDIR/truth.json`` holds every shot's start/end (exact to the frame: frame k starts at k/25 s), its
-concept and caption, and every transition. A fade's shot boundary is the middle of its black frames.
+concept, its captions (English and Chinese), and every transition. A fade's shot boundary is the middle
+of its black frames.
 
     python tools/make_demo_videos.py OUTDIR [--videos 24] [--seed 2024]
 """
@@ -223,7 +224,8 @@ def truth_of(plan: VideoPlan) -> dict:
     for index, shot in enumerate(plan.shots):
         end = start + shot.frames
         shots.append({"start_s": start / FPS, "end_s": end / FPS, "shape": shot.scene.shape,
-                      "colour": shot.scene.colour, "caption": shot.scene.concept.caption})
+                      "colour": shot.scene.colour, "caption": shot.scene.concept.caption,
+                      "caption_zh": shot.scene.concept.caption_zh})
         if index + 1 < len(plan.shots):
             if shot.fade_out:
                 half_black = BLACK_FRAMES // 2
@@ -258,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{plan.name}: {len(plan.shots)} shots, {entries[-1]['duration_s']:.2f} s "
                   f"[{time.perf_counter() - started:.1f} s]", flush=True)
     truth = {"fps": FPS, "seed": args.seed, "videos": entries}
-    (args.outdir / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    (args.outdir / "truth.json").write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return truth
 
 

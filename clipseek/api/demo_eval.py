@@ -5,7 +5,8 @@ running Flow and count a hit when the top result is a shot showing that concept,
 within ``tolerance_s`` of that shot's truth. The library shows most concepts in more than one place,
 so another shot of the same concept is as right an answer as the one asked about; ``evaluate(...,
 only_within_video=True)`` filters each search to the shot's own video, where the shot must be found
-itself. Used by ``tools/demo.py --evaluate`` and by the tests.
+itself. Captions are English by default; ``language="zh"`` searches each shot's Chinese caption
+(``caption_zh`` in truth.json). Used by ``tools/demo.py --evaluate`` and by the tests.
 """
 
 from __future__ import annotations
@@ -65,23 +66,31 @@ class SearchEval:
         return "\n".join(lines)
 
 
+def caption_key(language: str) -> str:
+    """The truth.json field that holds a shot's caption in ``language`` ("caption" for English)."""
+    return "caption" if language == "en" else f"caption_{language}"
+
+
 def evaluate(client: ClipseekClient, truth_path: Path, tolerance_s: float = 0.25,
-             only_within_video: bool = False) -> SearchEval:
-    """Search every shot's caption. With ``only_within_video`` the search is filtered to the shot's
-    video (then the shots of one video compete only with each other)."""
-    truth = json.loads(Path(truth_path).read_text())
+             only_within_video: bool = False, language: str = "en") -> SearchEval:
+    """Search every shot's caption in ``language``. With ``only_within_video`` the search is filtered to
+    the shot's video (then the shots of one video compete only with each other)."""
+    truth = json.loads(Path(truth_path).read_text(encoding="utf-8"))
     folder = Path(truth_path).parent
+    key = caption_key(language)
     by_concept: dict[str, list[tuple[str, float, float]]] = {}
     for video in truth["videos"]:
         for shot in video["shots"]:
-            by_concept.setdefault(shot["caption"], []).append((video["file"], shot["start_s"], shot["end_s"]))
+            if key not in shot:
+                raise ValueError(f"{truth_path}: {video['file']} has a shot without '{key}' (no {language} captions)")
+            by_concept.setdefault(shot[key], []).append((video["file"], shot["start_s"], shot["end_s"]))
     result = SearchEval(tolerance_s)
     for video in truth["videos"]:
         for shot in video["shots"]:
             videos = [str((folder / video["file"]).resolve())] if only_within_video else []
-            segments = client.search(shot["caption"], top_k=1, videos=videos, mode="frames")  # the frames alone
+            segments = client.search(shot[key], top_k=1, videos=videos, mode="frames")  # the frames alone
             found = (segments[0].video, segments[0].start_s, segments[0].end_s, segments[0].score) if segments else None
-            accepted = [a for a in by_concept[shot["caption"]] if not only_within_video or a[0] == video["file"]]
-            result.checks.append(ShotCheck(video["file"], shot["caption"], (shot["start_s"], shot["end_s"]), found,
+            accepted = [a for a in by_concept[shot[key]] if not only_within_video or a[0] == video["file"]]
+            result.checks.append(ShotCheck(video["file"], shot[key], (shot["start_s"], shot["end_s"]), found,
                                            accepted))
     return result

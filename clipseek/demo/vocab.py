@@ -5,10 +5,14 @@ A :class:`Scene` says what is in a frame (shape, colour, position and size relat
 background); :func:`render_scene` draws it at any width/height, so the same scene can be a 320x240 video
 frame or a 16:9 training image. Backgrounds are grey (at most a faint tint) and never brighter than
 ``BACKGROUND_MAX_LEVEL``, so no background can be mistaken for an object colour.
+
+Captions come in English and Chinese (``LANGUAGES``): "a red circle", "一个红色的圆形", and several other
+phrasings of each.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -48,6 +52,29 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 )
 
 
+# The same vocabulary in Chinese, and its phrasings ("{colour}" and "{shape}" are the Chinese words).
+COLOURS_ZH: dict[str, str] = {
+    "red": "红色", "orange": "橙色", "yellow": "黄色", "green": "绿色",
+    "cyan": "青色", "blue": "蓝色", "purple": "紫色", "white": "白色",
+}
+SHAPES_ZH: dict[str, str] = {
+    "circle": "圆形", "square": "正方形", "triangle": "三角形", "star": "星形",
+    "cross": "十字", "heart": "心形", "ring": "圆环", "diamond": "菱形",
+}
+CAPTION_TEMPLATES_ZH: tuple[str, ...] = (
+    "一个{colour}的{shape}",
+    "{colour}{shape}",
+    "{colour}的{shape}",
+    "一张{colour}{shape}的照片",
+    "画面中有一个{colour}的{shape}",
+    "纯色背景上的{colour}{shape}",
+    "这个{shape}是{colour}的",
+    "视频里出现了一个{colour}的{shape}",
+)
+TEMPLATES: dict[str, tuple[str, ...]] = {"en": CAPTION_TEMPLATES, "zh": CAPTION_TEMPLATES_ZH}
+LANGUAGES: tuple[str, ...] = tuple(TEMPLATES)
+
+
 class Concept(NamedTuple):
     """One thing the demo model knows: a shape of a colour."""
 
@@ -59,25 +86,38 @@ class Concept(NamedTuple):
         """The canonical caption, e.g. "a red circle", "an orange star"."""
         return caption(self.shape, self.colour)
 
+    @property
+    def caption_zh(self) -> str:
+        """The canonical Chinese caption, e.g. "一个红色的圆形"."""
+        return caption(self.shape, self.colour, language="zh")
+
 
 CONCEPTS: tuple[Concept, ...] = tuple(Concept(shape, colour) for shape in SHAPES for colour in COLOURS)
 
 
-def caption(shape: str, colour: str, template: int = 0) -> str:
-    """Caption of a concept in phrasing ``template`` (an index into ``CAPTION_TEMPLATES``)."""
+def caption(shape: str, colour: str, template: int = 0, language: str = "en") -> str:
+    """Caption of a concept in phrasing ``template`` (an index into ``TEMPLATES[language]``)."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     if colour not in COLOURS:
         raise ValueError(f"colour must be one of {tuple(COLOURS)}, got {colour!r}")
-    if not 0 <= template < len(CAPTION_TEMPLATES):
-        raise ValueError(f"template must be 0..{len(CAPTION_TEMPLATES) - 1}, got {template}")
+    if language not in TEMPLATES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+    templates = TEMPLATES[language]
+    if not 0 <= template < len(templates):
+        raise ValueError(f"template must be 0..{len(templates) - 1}, got {template}")
+    if language == "zh":
+        return templates[template].format(colour=COLOURS_ZH[colour], shape=SHAPES_ZH[shape])
     article = "an" if colour[0] in "aeiou" else "a"
-    return CAPTION_TEMPLATES[template].format(a=article, colour=colour, shape=shape)
+    return templates[template].format(a=article, colour=colour, shape=shape)
 
 
-def captions(shape: str, colour: str) -> list[str]:
-    """Every phrasing of a concept's caption."""
-    return [caption(shape, colour, t) for t in range(len(CAPTION_TEMPLATES))]
+def captions(shape: str, colour: str, language: str | None = None) -> list[str]:
+    """Every phrasing of a concept's caption, in ``language`` (every language if None)."""
+    if language is not None and language not in TEMPLATES:
+        raise ValueError(f"language must be one of {LANGUAGES}, got {language!r}")
+    languages = LANGUAGES if language is None else (language,)
+    return [caption(shape, colour, t, lang) for lang in languages for t in range(len(TEMPLATES[lang]))]
 
 
 @dataclass(frozen=True)
@@ -141,19 +181,43 @@ def random_background(rng: np.random.Generator, kinds: tuple[str, ...] = BACKGRO
     raise ValueError(f"background kind must be one of {BACKGROUND_KINDS}, got {kind!r}")
 
 
+@dataclass(frozen=True)
+class Variety:
+    """How far random scenes stray from plain ones. The defaults add nothing (the demo videos and the
+    held-out frames use them); training asks for more, so the model holds on footage drawn otherwise."""
+
+    log_size: bool = False  # draw sizes uniformly on a log scale (as many small objects as large ones)
+    overflow: float = 0.0  # share of the object's width/height that may lie outside the frame
+    hue_jitter_deg: float = 0.0  # object hue moved by up to this much
+    min_saturation: float = 1.0  # object colour mixed towards its grey down to this saturation factor
+
+
+PLAIN = Variety()
+
+
 def jitter_rgb(rng: np.random.Generator, rgb: tuple[int, int, int], channel: int = 12,
-               brightness: tuple[float, float] = (0.85, 1.05)) -> tuple[int, int, int]:
-    """A colour near ``rgb``: scaled in brightness, then each channel moved by up to ``channel``."""
+               brightness: tuple[float, float] = (0.85, 1.05), hue_deg: float = 0.0,
+               min_saturation: float = 1.0) -> tuple[int, int, int]:
+    """A colour near ``rgb``: hue moved by up to ``hue_deg`` and saturation scaled down to
+    ``min_saturation`` (each only when asked for), scaled in brightness, then each channel moved by up to
+    ``channel``."""
+    values = np.asarray(rgb, dtype=np.float64)
+    if hue_deg > 0 or min_saturation < 1.0:
+        hue, lightness, saturation = colorsys.rgb_to_hls(*(values / 255.0))
+        hue = (hue + rng.uniform(-hue_deg, hue_deg) / 360.0) % 1.0
+        saturation *= rng.uniform(min_saturation, 1.0)
+        values = np.asarray(colorsys.hls_to_rgb(hue, lightness, saturation)) * 255.0
     scale = rng.uniform(*brightness)
-    moved = np.asarray(rgb, dtype=np.float64) * scale + rng.integers(-channel, channel + 1, size=3)
+    moved = values * scale + rng.integers(-channel, channel + 1, size=3)
     return tuple(int(v) for v in np.clip(np.round(moved), 0, 255))
 
 
 def random_scene(rng: np.random.Generator, shape: str | None = None, colour: str | None = None,
                  aspect: float = 4 / 3, size_range: tuple[float, float] = (0.22, 0.65),
                  max_rotation_deg: float = 15.0, colour_jitter: bool = True,
-                 background: Background | None = None) -> Scene:
-    """A random scene of one object, wholly inside a frame of width/height ``aspect``.
+                 background: Background | None = None, variety: Variety = PLAIN) -> Scene:
+    """A random scene of one object inside a frame of width/height ``aspect`` (wholly inside unless
+    ``variety.overflow`` lets part of it out).
 
     ``shape``/``colour`` left out are drawn at random; ``background`` left out is drawn at random.
     """
@@ -161,19 +225,26 @@ def random_scene(rng: np.random.Generator, shape: str | None = None, colour: str
     colour = str(rng.choice(list(COLOURS))) if colour is None else colour
     if shape not in SHAPES or colour not in COLOURS:
         raise ValueError(f"unknown concept {colour!r} {shape!r}; shapes {SHAPES}, colours {tuple(COLOURS)}")
-    size = float(rng.uniform(*size_range))
+    low, high = size_range
+    if not 0 < low <= high:
+        raise ValueError(f"size_range must be 0 < low <= high, got {size_range}")
+    size = float(np.exp(rng.uniform(math.log(low), math.log(high))) if variety.log_size else rng.uniform(low, high))
     # Half the object's extent, as fractions of width and height, with a little room for rotation.
     half_y = size / 2 * 1.08
     half_x = half_y / aspect
     if half_x >= 0.5 or half_y >= 0.5:
         raise ValueError(f"object of size {size:.2f} does not fit a frame of aspect {aspect:.2f}")
-    rgb = jitter_rgb(rng, COLOURS[colour]) if colour_jitter else COLOURS[colour]
+    if colour_jitter:
+        rgb = jitter_rgb(rng, COLOURS[colour], hue_deg=variety.hue_jitter_deg, min_saturation=variety.min_saturation)
+    else:
+        rgb = COLOURS[colour]
+    out_x, out_y = 2 * half_x * variety.overflow, 2 * half_y * variety.overflow
     return Scene(
         shape=shape,
         colour=colour,
         rgb=rgb,
-        centre_x=float(rng.uniform(half_x, 1 - half_x)),
-        centre_y=float(rng.uniform(half_y, 1 - half_y)),
+        centre_x=float(rng.uniform(half_x - out_x, 1 - half_x + out_x)),
+        centre_y=float(rng.uniform(half_y - out_y, 1 - half_y + out_y)),
         size=size,
         rotation_deg=float(rng.uniform(-max_rotation_deg, max_rotation_deg)),
         background=random_background(rng) if background is None else background,
