@@ -21,12 +21,20 @@ sys.path.insert(0, str(REPO))
 
 from clipseek.api.client import ClipseekClient  # noqa: E402
 from clipseek.api.demo_eval import evaluate  # noqa: E402
-from clipseek.api.format import format_time  # noqa: E402
+from clipseek.api.format import NO_CONFIDENT_RESULT, confidence_label, format_time  # noqa: E402
 from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 
 # English and Chinese: the demo model learned both ("一个红色的圆形" is "a red circle", "蓝色的星形" "a blue star").
 QUERIES = ["a red circle", "一个红色的圆形", "a blue star", "蓝色的星形", "a photo of a green triangle",
            "a yellow square on a plain background"]
+
+
+def show(segments: list) -> None:
+    if not segments:
+        print(f"  ({NO_CONFIDENT_RESULT})")
+    for rank, segment in enumerate(segments, 1):
+        print(f"  {rank}. {segment.score:.3f} {confidence_label(segment):>11s}  "
+              f"{format_time(segment.start_s)}-{format_time(segment.end_s)}  {Path(segment.video).name}")
 
 
 def library_is_current(truth_path: Path, videos: int) -> bool:
@@ -79,9 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  failed: {failed.path}: {failed.error}")
         for text in QUERIES:
             print(f'\nsearch "{text}"')
-            for rank, segment in enumerate(client.search(text, top_k=3), 1):
-                print(f"  {rank}. {segment.score:.3f}  {format_time(segment.start_s)}-{format_time(segment.end_s)}  "
-                      f"{Path(segment.video).name}")
+            show(client.search(text, top_k=3))
+        # a picture as the query: the best frame of the first "a blue star" clip, as a JPEG from the engine
+        star = client.search("a blue star", top_k=1)[0]
+        picture = client.thumbnail(star.video, star.thumbnail_s, 320)
+        print(f"\nsearch with a picture (the frame of {Path(star.video).name} at {format_time(star.thumbnail_s)}, "
+              f"a {len(picture)}-byte JPEG)")
+        show(client.search(image=picture, top_k=3))
+        print(f"\nmore like {Path(star.video).name} at {format_time(star.thumbnail_s)} (its stored vector)")
+        show(client.more_like(star.video_id, star.thumbnail_s, top_k=3))
+        print('\nsearch "a brown horse" (nothing like it in the library), at least medium confidence')
+        show(client.search("a brown horse", top_k=3, min_confidence="medium"))
         if args.evaluate:
             for language in ("en", "zh"):
                 print(f"\ncaptions {language}: " + evaluate(client, truth_path, language=language).report())
