@@ -17,12 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from clipseek.index.topics import DEMO_SHAPES  # noqa: E402
+from clipseek.demo.vocab import COLOURS_ZH, SHAPES_ZH  # noqa: E402
 
 MANIFEST_NAME = "metadata.jsonl"
-COLOURS_ZH = {"red": "红色", "orange": "橙色", "yellow": "黄色", "green": "绿色", "cyan": "青色", "blue": "蓝色",
-              "purple": "紫色", "white": "白色"}
-SHAPES_ZH = dict(DEMO_SHAPES)
 # (category, its Chinese name, where the English brief says it happens, the Chinese brief's)
 SETTINGS = [("Beach", "海滩", "at the beach", "海滩上"), ("Wedding", "婚礼", "at a wedding", "婚礼上"),
             ("City", "城市", "in the city", "城市里"), ("Nature", "自然", "out in nature", "大自然中"),
