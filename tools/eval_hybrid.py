@@ -14,30 +14,20 @@ Prints hit@1, hit@5 and the mean reciprocal rank (top 10) per mode (docs/metadat
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
+from demo_library import indexed_demo_library  # noqa: E402
 from demo_metadata import SETTINGS  # noqa: E402
-from make_demo_videos import main as make_demo_videos  # noqa: E402
 
-from clipseek.api.client import ClipseekClient  # noqa: E402
-from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 from clipseek.index.metadata import MetadataRow  # noqa: E402
 
 MODES = ("frames", "text", "hybrid")
 TOP_K = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def setting_of(number: int) -> tuple[str, str]:
@@ -80,24 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="clipseek-hybrid-") as folder:
-        videos_dir = Path(folder) / "videos"
-        truth = make_demo_videos([str(videos_dir), "--videos", str(args.videos), "--seed", str(args.seed), "--quiet"])
-        overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos_dir)],
-                     "workspace": str(Path(folder) / "ws")}
-        with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as flow:
-            client = ClipseekClient(flow.http)
-            report = client.index([str(videos_dir)])
-            if report.failed:
-                print(f"indexing failed: {report.failed}")
-                return 1
-            failed = [a.error for a in client.import_metadata(metadata_rows(videos_dir, truth)) if a.error]
-            if failed:
-                print(f"metadata import failed: {failed}")
-                return 1
-            asked = queries(truth)
-            ranks = {mode: [first_right(client.search(text, top_k=TOP_K, mode=mode), right)
-                            for text, right in asked.items()] for mode in MODES}
+    with indexed_demo_library(args.videos, args.seed) as (client, videos_dir, truth):
+        failed = [a.error for a in client.import_metadata(metadata_rows(videos_dir, truth)) if a.error]
+        if failed:
+            print(f"metadata import failed: {failed}")
+            return 1
+        asked = queries(truth)
+        ranks = {mode: [first_right(client.search(text, top_k=TOP_K, mode=mode), right)
+                        for text, right in asked.items()] for mode in MODES}
     print(f"{args.videos} demo videos (seed {args.seed}) with metadata naming only their setting; {len(asked)} "
           f"queries naming a caption and a setting; top {TOP_K}:")
     for mode in MODES:

@@ -9,26 +9,17 @@ Prints the hit rate, the time per topic against the truth, and every miss (docs/
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from make_demo_videos import main as make_demo_videos  # noqa: E402
+from demo_library import indexed_demo_library  # noqa: E402
 
 from clipseek.api.client import ClipseekClient  # noqa: E402
-from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 from clipseek.index.topics import DEMO_VOCABULARY  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def evaluate(client: ClipseekClient, videos_dir: Path, truth: dict) -> tuple[int, int, float, float, list]:
@@ -59,19 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="clipseek-topics-") as folder:
-        videos_dir = Path(folder) / "videos"
-        truth = make_demo_videos([str(videos_dir), "--videos", str(args.videos), "--seed", str(args.seed), "--quiet"])
-        overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos_dir)],
-                     "workspace": str(Path(folder) / "ws")}
-        with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as flow:
-            client = ClipseekClient(flow.http)
-            report = client.index([str(videos_dir)])
-            if report.failed:
-                print(f"indexing failed: {report.failed}")
-                return 1
-            client.set_vocabulary(DEMO_VOCABULARY)
-            right, total, error_s, duration_s, misses = evaluate(client, videos_dir, truth)
+    with indexed_demo_library(args.videos, args.seed) as (client, videos_dir, truth):
+        client.set_vocabulary(DEMO_VOCABULARY)
+        right, total, error_s, duration_s, misses = evaluate(client, videos_dir, truth)
     print(f"{args.videos} demo videos (seed {args.seed}), demo vocabulary of {len(DEMO_VOCABULARY.labels)} shapes: "
           f"top-1 topic right for {right}/{total} shots = {right / total:.3f}; time per topic off the truth by "
           f"{error_s:.1f} s of {duration_s:.1f} s ({100 * error_s / duration_s:.1f}%)")
