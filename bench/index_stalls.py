@@ -1,7 +1,7 @@
 """Where the longest searches while indexing come from: a timeline of every search and every index
 event (commit, slow insertion batch, checkpoint start, fork, checkpoint writer done) in one process.
 
-    python bench/index_stalls.py [--frames 1000000] [--videos-per-s 1] [--seconds 25] [--top 8]
+    python bench/index_stalls.py [--frames 1000000] [--videos-per-s 1] [--seconds 25] [--top 8] [--hnswlib-alone]
 
 The workspace is bench/index_commit.py's (cached under build/bench/, cloned here). A thread indexes
 20-frame videos at ``--videos-per-s`` and forces one checkpoint after the fifth; the main thread
@@ -12,12 +12,14 @@ index events within a second of it (none: the delay came from outside the index,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import hnswlib
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,6 +73,30 @@ def watch_the_index() -> None:
     vectors.HnswVectors._insert = timed_insert
 
 
+def hnswlib_alone(workspace: Path, inserts: int = 8) -> None:
+    """hnswlib by itself on the workspace's checkpoint (no other thread, no lock): what one insertion
+    and one search cost, to set against the timeline's figures."""
+    checkpoint = workspace / "vectors" / (workspace / "vectors" / "CHECKPOINT").read_text().strip()
+    count = json.loads((checkpoint / "meta.json").read_text())["graph_count"]
+    graph = hnswlib.Index(space="ip", dim=json.loads((checkpoint / "meta.json").read_text())["dim"])
+    started = time.perf_counter()
+    graph.load_index(str(checkpoint / "graph.bin"), max_elements=count + count // 4 + 1024, allow_replace_deleted=True)
+    print(f"hnswlib alone: graph of {count} loaded in {time.perf_counter() - started:.1f} s")
+    graph.set_ef(256)
+    rng = np.random.default_rng(0)
+    took = []
+    for i in range(inserts):
+        vector = rng.standard_normal((1, graph.dim)).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        started = time.perf_counter()
+        graph.add_items(vector, np.array([10**9 + i]), num_threads=1, replace_deleted=True)
+        took.append((time.perf_counter() - started) * 1000)
+    started = time.perf_counter()
+    graph.knn_query(vector, k=100)
+    print(f"  one-vector insertions: {', '.join(f'{t:.1f}' for t in took)} ms; a k=100 query "
+          f"{(time.perf_counter() - started) * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=1_000_000)
@@ -78,7 +104,10 @@ def main() -> None:
     parser.add_argument("--videos-per-s", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--hnswlib-alone", action="store_true", help="also time hnswlib by itself first")
     args = parser.parse_args()
+    if args.hnswlib_alone:
+        hnswlib_alone(build_workspace(args.frames, args.dim, MODEL)[0])
     watch_the_index()
     source, _ = build_workspace(args.frames, args.dim, MODEL)
     queries = queries_near(np.load(source / "bench-vectors.npy", mmap_mode="r"), 300)
