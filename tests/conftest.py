@@ -6,6 +6,8 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def indexed_demo_engine(videos: Path, workspace: Path) -> Iterator:
+    """The engine on the demo model (a BackgroundFlow on free ports) with ``videos`` as its media folder,
+    everything in it indexed."""
+    from clipseek.api.client import ClipseekClient
+    from clipseek.engine.serve import BackgroundFlow, ServeSettings
+
+    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos)], "workspace": str(workspace)}
+    with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as flow:
+        report = ClipseekClient(flow.http).index([str(videos)])
+        assert not report.failed, report.failed
+        yield flow
 
 
 @pytest.fixture(autouse=True)

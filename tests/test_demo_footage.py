@@ -19,12 +19,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import shape_footage
-from conftest import free_port
+from conftest import indexed_demo_engine
 from shape_footage import make_library
 
 from clipseek.api.client import ClipseekClient
 from clipseek.api.demo_eval import SearchEval, evaluate
-from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
 TOLERANCE_S = 0.25
 # Measured with the shipped checkpoint (docs/demo-model.md): whole library English 58/68 = 0.853, Chinese
@@ -39,13 +38,8 @@ MIN_WITHIN_VIDEO_HIT_RATE = {"en": 0.85, "zh": 0.85}
 def footage_flow(tmp_path_factory):
     videos = tmp_path_factory.mktemp("footage")
     truth = make_library(videos)
-    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos)],
-                 "workspace": str(tmp_path_factory.mktemp("footage-ws"))}
-    with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as flow:
-        client = ClipseekClient(flow.http)
-        report = client.index([str(videos)])
-        assert not report.failed, report.failed
-        yield client, videos / "truth.json", truth
+    with indexed_demo_engine(videos, tmp_path_factory.mktemp("footage-ws")) as flow:
+        yield ClipseekClient(flow.http), videos / "truth.json", truth
 
 
 def breakdown(result: SearchEval, truth: dict) -> str:

@@ -5,12 +5,11 @@ the measured figures, recorded in docs/demo-model.md; never loosened to pass).""
 import sys
 
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, indexed_demo_engine
 
 from clipseek.api.client import ClipseekClient
 from clipseek.api.demo_eval import evaluate
 from clipseek.demo import vocab
-from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +25,8 @@ CHINESE_PHRASING_HIT_RATE = 0.95  # measured 71/72 = 0.986 (every Chinese phrasi
 def demo_flow(tmp_path_factory):
     videos = tmp_path_factory.mktemp("demo-videos")
     truth = make_demo_videos([str(videos), "--videos", "24", "--quiet"])
-    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos)],
-                 "workspace": str(tmp_path_factory.mktemp("demo-ws"))}
-    with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as flow:
-        client = ClipseekClient(flow.http)
-        report = client.index([str(videos)])
-        assert not report.failed, report.failed
-        yield client, videos / "truth.json", truth
+    with indexed_demo_engine(videos, tmp_path_factory.mktemp("demo-ws")) as flow:
+        yield ClipseekClient(flow.http), videos / "truth.json", truth
 
 
 def test_every_demo_video_is_indexed_with_its_shots(demo_flow):

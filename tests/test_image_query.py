@@ -10,12 +10,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO, indexed_demo_engine
 from PIL import Image
 
 from clipseek.api.client import ClipseekClient
 from clipseek.demo import vocab
-from clipseek.engine.serve import BackgroundFlow, ServeSettings
 from clipseek.errors import QueryError
 from clipseek.media.query_image import ImageLimits, decode_base64, query_pixels, read_query_file
 
@@ -78,13 +77,8 @@ def test_bad_pictures_are_refused_with_what_is_wrong(tmp_path):
 def flow(tmp_path_factory):
     videos = tmp_path_factory.mktemp("demo-videos")
     truth = make_demo_videos([str(videos), "--videos", "6", "--quiet"])
-    overrides = {"model": "demo", "pretrained": None, "media_roots": [str(videos)],
-                 "workspace": str(tmp_path_factory.mktemp("demo-ws"))}
-    with BackgroundFlow(ServeSettings(grpc_port=free_port(), http_port=free_port()), overrides) as running:
-        http, grpc = ClipseekClient(running.http), ClipseekClient(running.grpc)
-        report = http.index([str(videos)])
-        assert not report.failed, report.failed
-        yield running, http, grpc, videos, truth
+    with indexed_demo_engine(videos, tmp_path_factory.mktemp("demo-ws")) as running:
+        yield running, ClipseekClient(running.http), ClipseekClient(running.grpc), videos, truth
 
 
 def unique_shots(truth: dict) -> list[tuple[str, dict]]:
