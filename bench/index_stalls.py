@@ -2,11 +2,14 @@
 event (commit, slow insertion batch, checkpoint start, fork, checkpoint writer done) in one process.
 
     python bench/index_stalls.py [--frames 1000000] [--videos-per-s 1] [--seconds 25] [--top 8] [--hnswlib-alone]
+                                 [--huge-pages on|off|both]
 
 The workspace is bench/index_commit.py's (cached under build/bench/, cloned here). A thread indexes
 20-frame videos at ``--videos-per-s`` and forces one checkpoint after the fifth; the main thread
 searches back to back. Printed: search p50/p99, then the ``--top`` longest searches, each with the
 index events within a second of it (none: the delay came from outside the index, e.g. other jobs).
+``--huge-pages both`` runs the timeline twice in this one run, with the graph backed by 2 MB pages
+before the checkpoint's fork (the default, clipseek/index/embedded/hugepages.py) and without.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from bench.index_commit import (  # noqa: E402
     synthetic_upload,
 )
 from clipseek.index import Library, open_backend  # noqa: E402
-from clipseek.index.embedded import vectors  # noqa: E402
+from clipseek.index.embedded import hugepages, vectors  # noqa: E402
 
 STARTED = time.perf_counter()
 EVENTS: list[tuple[float, str]] = []
@@ -68,6 +71,16 @@ def watch_the_index() -> None:
         if took_ms > 10:
             event(f"insertion of {len(labels)} took {took_ms:.0f} ms")
 
+    collapse = hugepages.collapse
+
+    def timed_collapse(*args, **kwargs):
+        event(f"huge pages start (pace {kwargs.get('pace', 0)})")
+        report = collapse(*args, **kwargs)
+        event(f"huge pages done: {report.huge_bytes >> 20} MB huge, {report.refused_bytes >> 20} MB not "
+              f"({report.seconds:.2f} s)")
+        return report
+
+    hugepages.collapse = timed_collapse
     vectors._CheckpointWriter.__init__ = writer_init
     vectors._CheckpointWriter.wait = writer_wait
     vectors.HnswVectors._insert = timed_insert
@@ -97,25 +110,13 @@ def hnswlib_alone(workspace: Path, inserts: int = 8) -> None:
           f"{(time.perf_counter() - started) * 1000:.1f} ms")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--videos-per-s", type=float, default=1.0)
-    parser.add_argument("--seconds", type=float, default=25.0)
-    parser.add_argument("--top", type=int, default=8)
-    parser.add_argument("--hnswlib-alone", action="store_true", help="also time hnswlib by itself first")
-    args = parser.parse_args()
-    if args.hnswlib_alone:
-        hnswlib_alone(build_workspace(args.frames, args.dim, MODEL)[0])
-    watch_the_index()
-    source, _ = build_workspace(args.frames, args.dim, MODEL)
-    queries = queries_near(np.load(source / "bench-vectors.npy", mmap_mode="r"), 300)
+def timeline(args, source: Path, queries: np.ndarray, huge_pages: bool) -> list[tuple[float, float]]:
+    """Search back to back for ``args.seconds`` while a thread indexes; (start, ms) of each search."""
     searches: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="clipseek-stalls-", dir=CACHE_DIR) as tmp:
         workspace = Path(tmp) / "ws"
         clone_workspace(source, workspace)
-        library = Library(open_backend("embedded", workspace))
+        library = Library(open_backend("embedded", workspace, hnsw=vectors.HnswSettings(huge_pages=huge_pages)))
         library.search(queries[0], 10)
         first = args.frames // FRAMES_PER_VIDEO + 10
         stop = threading.Event()
@@ -144,12 +145,47 @@ def main() -> None:
         stop.set()
         thread.join()
         library.close()
+    return searches
+
+
+def report(args, searches: list[tuple[float, float]], huge_pages: bool, first_event: int) -> None:
     took = np.array([ms for _, ms in searches])
-    print(f"{len(searches)} searches while indexing {args.videos_per_s:g} videos/s at {args.frames} frames: "
-          f"p50 {np.percentile(took, 50):.1f} ms, p99 {np.percentile(took, 99):.1f} ms")
+    events = EVENTS[first_event:]
+    starts = [when for when, name in events if name == "fork starts"]
+    returns = [when for when, name in events if name == "fork returned"]
+    forks = [b - a for a, b in zip(starts, returns, strict=False)]
+    print(f"huge pages {'on' if huge_pages else 'off'}: {len(searches)} searches while indexing "
+          f"{args.videos_per_s:g} videos/s at {args.frames} frames: p50 {np.percentile(took, 50):.1f} ms, "
+          f"p99 {np.percentile(took, 99):.1f} ms, longest {took.max():.1f} ms; "
+          f"fork {', '.join(f'{f * 1000:.1f}' for f in forks) or '-'} ms")
     for at, ms in sorted(searches, key=lambda s: -s[1])[: args.top]:
-        near = [f"{when - at:+.2f} s {name}" for when, name in EVENTS if -1.0 < when - at < 1.0]
+        near = [f"{when - at:+.2f} s {name}" for when, name in events if -1.0 < when - at < 1.0]
         print(f"  {ms:6.0f} ms at {at:6.2f} s; index events within 1 s: {', '.join(near) or 'none'}")
+    steps = [f"{when:.2f} s {name}" for when, name in events if not name.startswith(("commit", "insertion"))]
+    print(f"  checkpoint steps: {'; '.join(steps) or 'none'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--videos-per-s", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=25.0)
+    parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--hnswlib-alone", action="store_true", help="also time hnswlib by itself first")
+    parser.add_argument("--huge-pages", choices=("on", "off", "both"), default="on",
+                        help="back the graph with 2 MB pages before the checkpoint's fork (both: two timelines)")
+    args = parser.parse_args()
+    if args.hnswlib_alone:
+        hnswlib_alone(build_workspace(args.frames, args.dim, MODEL)[0])
+    watch_the_index()
+    source, _ = build_workspace(args.frames, args.dim, MODEL)
+    queries = queries_near(np.load(source / "bench-vectors.npy", mmap_mode="r"), 300)
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.huge_pages]
+    for huge_pages in modes:
+        first_event = len(EVENTS)
+        searches = timeline(args, source, queries, huge_pages)
+        report(args, searches, huge_pages, first_event)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""Huge pages for the graph before a checkpoint's fork (clipseek/index/embedded/hugepages.py): which
+mappings are the graph's, that the kernel really backs them with 2 MB pages, and that checkpoints
+written after a pass lose nothing. (How much shorter the fork gets is a benchmark's job:
+bench/index_stalls.py --huge-pages both.)"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from clipseek.index.embedded import hugepages
+from clipseek.index.embedded.vectors import HnswSettings, HnswVectors
+
+MB = 1 << 20
+
+MAPS = """\
+55c8f91ca000-55c8fb5fe000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0010000000 rw-p 00000000 00:00 0
+7f0010000000-7f0010400000 rw-p 00000000 00:00 0
+7f0020100000-7f0030200000 rw-p 00000000 00:00 0
+7f0040000000-7f0050000000 r--p 00000000 00:00 0
+7f0050000000-7f0060000000 rw-s 00000000 00:01 1234                       /dev/zero (deleted)
+7f0060000000-7f0070000000 rw-p 00000000 08:01 5678                       /data/graph.bin
+7ffc00000000-7ffc10000000 rw-p 00000000 00:00 0                          [stack]
+"""
+
+
+def test_only_large_private_writable_anonymous_mappings_count_trimmed_to_2_mb(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text(MAPS)
+    regions = hugepages.large_anonymous_regions(64 * MB, maps=str(maps))
+    # the 256 MB one as is; the one starting 1 MB past a 2 MB boundary trimmed at both ends; the 4 MB
+    # one too small; heap, stack, read-only, shared and file-backed mappings never
+    assert regions == [(0x7F0000000000, 0x7F0010000000), (0x7F0020200000, 0x7F0030200000)]
+
+
+def test_what_an_allocation_added_and_what_is_left_of_noted_regions():
+    before = [(0, 8 * MB)]
+    after = [(0, 8 * MB), (64 * MB, 96 * MB)]
+    assert hugepages.regions_added(before, after) == [(64 * MB, 96 * MB)]
+    # a noted region that grew in place, merged with a neighbour, or went away
+    assert hugepages.overlap([(64 * MB, 96 * MB)], [(60 * MB, 128 * MB)]) == [(64 * MB, 96 * MB)]
+    assert hugepages.overlap([(64 * MB, 96 * MB)], [(80 * MB, 128 * MB)]) == [(80 * MB, 96 * MB)]
+    assert hugepages.overlap([(64 * MB, 96 * MB)], [(0, 8 * MB)]) == []
+
+
+def kernel_can_collapse() -> bool:
+    try:
+        mode = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+    except OSError:
+        return False
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    return (major, minor) >= (6, 1) and "[never]" not in mode
+
+
+def anon_huge_kb(start: int, end: int) -> int:
+    """AnonHugePages (kB) of the mappings overlapping [start, end)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as lines:
+        for line in lines:
+            first = line.split()[0]
+            if "-" in first and ":" not in first:
+                low, high = (int(x, 16) for x in first.split("-"))
+                inside = low < end and high > start
+            elif inside and line.startswith("AnonHugePages:"):
+                total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="huge pages through /proc and madvise: Linux only")
+def test_a_populated_region_is_backed_by_huge_pages_and_keeps_its_bytes():
+    before = hugepages.large_anonymous_regions(16 * MB)
+    memory = mmap.mmap(-1, 40 * MB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    pattern = np.random.default_rng(1).integers(0, 255, 40 * MB, dtype=np.uint8).tobytes()
+    memory.write(pattern)  # populated, in 4 KB pages
+    added = hugepages.regions_added(before, hugepages.large_anonymous_regions(16 * MB))
+    assert added, "the new mapping was not found in /proc/self/maps"
+    report = hugepages.collapse(added)
+    if not kernel_can_collapse():
+        memory.close()
+        assert not report.supported
+        pytest.skip("this kernel has no MADV_COLLAPSE (Linux < 6.1, or transparent huge pages off)")
+    assert report.supported
+    start, end = added[0]
+    assert report.huge_bytes >= 32 * MB
+    assert anon_huge_kb(start, end) * 1024 >= 32 * MB
+    memory.seek(0)
+    assert memory.read() == pattern
+    memory.close()
+
+
+def commit(vectors: HnswVectors, labels: np.ndarray, rows: np.ndarray) -> None:
+    vectors.log_append(labels, rows)
+    vectors.publish(labels, rows, np.zeros(0, dtype=np.int64))
+
+
+def test_checkpoints_after_huge_page_passes_lose_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(hugepages, "MIN_REGION", 2 * MB)  # a test-sized graph counts as large
+    reports: list[hugepages.CollapseReport] = []
+    collapse = hugepages.collapse
+
+    def noted_collapse(*args, **kwargs):
+        reports.append(collapse(*args, **kwargs))
+        return reports[-1]
+
+    monkeypatch.setattr(hugepages, "collapse", noted_collapse)
+    rng = np.random.default_rng(7)
+    rows = rng.standard_normal((12000, 32)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    labels = np.arange(len(rows), dtype=np.int64)
+    settings = HnswSettings(exact_below=0, insert_threads=2)
+    vectors = HnswVectors(tmp_path / "vectors", settings, np.zeros(0, dtype=np.int64))
+    for start in range(0, len(rows), 2000):
+        commit(vectors, labels[start:start + 2000], rows[start:start + 2000])
+    assert vectors.wait_until_inserted(timeout_s=120)
+    if sys.platform.startswith("linux"):
+        # 12000 x (32 x 4 + 132 + 8) bytes, grown by resize_index: noted as the graph's
+        assert vectors._graph_memory
+    assert vectors.checkpoint()
+    if sys.platform.startswith("linux"):
+        assert reports and reports[-1].regions, "no huge-page pass over the graph before the checkpoint"
+    queries = rows[::997] + 0.01
+    expected = [vectors.search(q, 5)[0].tolist() for q in queries]
+    vectors.close(checkpoint=False)
+
+    reports.clear()
+    settings_after = HnswSettings(exact_below=0)
+    reopened = HnswVectors(tmp_path / "vectors", settings_after, labels)
+    deadline = time.monotonic() + 30  # the pass after start-up runs in the background
+    while not reports and time.monotonic() < deadline and sys.platform.startswith("linux"):
+        time.sleep(0.05)
+    if sys.platform.startswith("linux"):
+        assert reports and reports[0].regions, "no huge-page pass over the loaded graph after start-up"
+    assert [reopened.search(q, 5)[0].tolist() for q in queries] == expected
+    assert all(found[0] == label for found, label in zip(expected, labels[::997], strict=True))
+    reopened.close()
+
+
+def test_no_pass_and_nothing_noted_when_huge_pages_are_off(tmp_path, monkeypatch):
+    monkeypatch.setattr(hugepages, "MIN_REGION", 2 * MB)
+    monkeypatch.setattr(hugepages, "collapse", lambda *a, **k: pytest.fail("a pass ran with huge_pages=False"))
+    rows = np.random.default_rng(3).standard_normal((6000, 32)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    vectors = HnswVectors(tmp_path / "vectors", HnswSettings(exact_below=0, huge_pages=False),
+                          np.zeros(0, dtype=np.int64))
+    commit(vectors, np.arange(6000, dtype=np.int64), rows)
+    assert vectors.wait_until_inserted(timeout_s=120)
+    assert vectors.checkpoint()
+    assert vectors._graph_memory == []
+    vectors.close(checkpoint=False)
