@@ -157,10 +157,18 @@ def search_while_indexing(search, queries, make_upload, index, checkpoint=None, 
                           videos_per_s: float = 10.0) -> dict:
     """Idle search latency, then the same searches while ``index`` adds a 20-frame video
     ``videos_per_s`` times a second on another thread (0: back to back, as fast as it goes), and, after
-    the tenth video, a forced ``checkpoint``."""
+    the tenth video, a forced ``checkpoint`` on a thread of its own (as the index's checkpointer
+    thread does: indexing goes on meanwhile); searching goes on until the checkpoint is done."""
     idle = time_searches(lambda q: search(q, 10), queries)
     stop = threading.Event()
     done = {"videos": 0, "checkpoint_s": float("nan")}
+    checkpointed = threading.Event()
+
+    def write_checkpoint() -> None:
+        started = time.perf_counter()
+        checkpoint()
+        done["checkpoint_s"] = time.perf_counter() - started
+        checkpointed.set()
 
     def writer() -> None:
         n = 0
@@ -169,17 +177,15 @@ def search_while_indexing(search, queries, make_upload, index, checkpoint=None, 
             index(make_upload(n))
             n += 1
             done["videos"] = n
+            if checkpoint is not None and n == 10:
+                threading.Thread(target=write_checkpoint).start()
             if videos_per_s:
                 time.sleep(max(0.0, started + n / videos_per_s - time.perf_counter()))
-            if checkpoint is not None and n == 10:
-                started = time.perf_counter()
-                checkpoint()
-                done["checkpoint_s"] = time.perf_counter() - started
 
     thread = threading.Thread(target=writer)
     thread.start()
     busy = []
-    while len(busy) < len(queries) or (checkpoint is not None and done["videos"] <= 10):
+    while len(busy) < len(queries) or (checkpoint is not None and not checkpointed.is_set()):
         busy += time_searches(lambda q: search(q, 10), queries[: max(1, len(queries) // 10)])
     stop.set()
     thread.join()

@@ -5,8 +5,9 @@ event (commit, slow insertion batch, checkpoint start, fork, checkpoint writer d
                                  [--huge-pages on|off|both]
 
 The workspace is bench/index_commit.py's (cached under build/bench/, cloned here). A thread indexes
-20-frame videos at ``--videos-per-s`` and forces one checkpoint after the fifth; the main thread
-searches back to back. Printed: search p50/p99, then the ``--top`` longest searches, each with the
+20-frame videos at ``--videos-per-s`` and, after the fifth, starts a checkpoint on a thread of its own
+(indexing goes on); the main thread searches back to back for ``--seconds`` and at least until the
+checkpoint is written. Printed: search p50/p99, then the ``--top`` longest searches, each with the
 index events within a second of it (none: the delay came from outside the index, e.g. other jobs).
 ``--huge-pages both`` runs the timeline twice in this one run, with the graph backed by 2 MB pages
 before the checkpoint's fork (the default, clipseek/index/embedded/hugepages.py) and without.
@@ -120,6 +121,7 @@ def timeline(args, source: Path, queries: np.ndarray, huge_pages: bool) -> list[
         library.search(queries[0], 10)
         first = args.frames // FRAMES_PER_VIDEO + 10
         stop = threading.Event()
+        checkpointed = threading.Event()
 
         def index() -> None:
             n, started = 0, time.perf_counter()
@@ -128,16 +130,16 @@ def timeline(args, source: Path, queries: np.ndarray, huge_pages: bool) -> list[
                 library.index_range(synthetic_upload(first + n, new_videos(first + n, 1, args.dim)[0], MODEL))
                 event(f"commit {(time.perf_counter() - before) * 1000:.0f} ms")
                 n += 1
-                if n == 5:
+                if n == 5:  # on a thread of its own, as the index's checkpointer does: indexing goes on
                     event("checkpoint asked")
-                    library.backend.vectors.checkpoint()
-                    event("checkpoint done")
+                    threading.Thread(target=lambda: (library.backend.vectors.checkpoint(),
+                                                     event("checkpoint done"), checkpointed.set())).start()
                 time.sleep(max(0.0, started + n / args.videos_per_s - time.perf_counter()))
 
         thread = threading.Thread(target=index)
         thread.start()
         deadline, i = time.perf_counter() + args.seconds, 0
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline or not checkpointed.is_set():  # the checkpoint inside the timeline
             before = time.perf_counter()
             library.search(queries[i % len(queries)], 10)
             searches.append((before - STARTED, (time.perf_counter() - before) * 1000))
