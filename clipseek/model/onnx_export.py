@@ -1,0 +1,136 @@
+"""Export a model's text tower to ONNX: ``python -m clipseek.model.onnx_export --model M --pretrained P --out F``.
+
+Run by clipseek.model.onnx_text in a short-lived child process (this one imports torch; the text encoder
+that starts it does not). The model is loaded as the torch text encoder loads it (ClipModel, text tower
+only, fp32, CPU); the graph takes int64 token ids (batch x length, both dynamic) and returns the fp32
+L2-normalised embedding (batch x dim). Before the file is written under its name, ONNX Runtime runs it on
+``PROBES`` and each embedding must be within cosine ``MIN_COSINE`` of torch's: a graph that disagrees is
+refused (exit status 2), and the text encoder stays on torch. The export uses torch's dynamo exporter
+(``torch.onnx.export(dynamo=True)``, which needs the ``onnx`` and ``onnxscript`` packages): the older
+TorchScript tracer bakes the batch size into the attention's reshapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from clipseek.model.onnx_text import (
+    EXPORT_FORMAT,
+    TOKENS_INPUT,
+    TRIM_CAUSAL,
+    TRIM_PADDING,
+    VECTOR_OUTPUT,
+    ExportInfo,
+    cut_columns,
+    open_session,
+)
+
+logger = logging.getLogger("clipseek.onnx_export")
+
+MIN_COSINE = 0.9999
+PROTOBUF_LIMIT_BYTES = 2_000_000_000  # one .onnx file holds at most 2 GB (protobuf); bigger towers stay on torch
+PROBES = ["a dog jumps into a swimming pool", "a", "", "A RED CIRCLE, on the left!", "红色的圆形",
+          "🐶 at the beach 🌊", "word " * 200, "two children ride bikes in the rain at night"]
+
+
+class ExportRefused(RuntimeError):
+    pass
+
+
+def text_module(clip):
+    """A torch module: token ids (already cut: onnx_text.cut_columns) -> unit-length fp32 embedding; its trim."""
+    import torch
+
+    from clipseek.model.open_clip_compat import causal_text_tower, encode_causal_tokens
+
+    model = clip.model
+    causal = causal_text_tower(model)
+    pad = getattr(getattr(getattr(model, "text", None), "config", None), "pad_token_id", None)
+    if not causal and pad is None:
+        raise ExportRefused(f"{clip.spec.name}: a text tower that is neither open_clip's causal transformer nor a "
+                            f"Hugging Face model (its padding cannot be cut safely)")
+
+    class TextTower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens):
+            features = encode_causal_tokens(self.model, tokens) if causal else self.model.encode_text(tokens)
+            return torch.nn.functional.normalize(features.float(), dim=-1)
+
+    return TextTower().eval(), (TRIM_CAUSAL if causal else TRIM_PADDING), (0 if causal else int(pad))
+
+
+def export(model: str, pretrained: str | None, out: Path) -> ExportInfo:
+    """Write the text tower of these settings to ``out`` (via a temporary file beside it); its ExportInfo."""
+    import torch
+
+    from clipseek.model.clip import ClipModel
+    from clipseek.model.spec import resolve_model
+
+    clip = ClipModel(resolve_model(model, pretrained), "cpu", "fp32", towers="text")
+    module, trim, pad_id = text_module(clip)
+    info = ExportInfo(clip.identity, clip.embed_dim, trim, pad_id, EXPORT_FORMAT)
+    example = torch.from_numpy(cut_columns(clip.tokenize(PROBES[:2]).numpy(), trim, pad_id))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    length = torch.export.Dim("length", min=1, max=clip.context_length)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(module, (example,), dynamo=True, external_data=False,
+                                    input_names=[TOKENS_INPUT], output_names=[VECTOR_OUTPUT],
+                                    dynamic_shapes={"tokens": {0: batch, 1: length}}, verbose=False)
+    proto = program.model_proto
+    for key, value in info.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    if proto.ByteSize() > PROTOBUF_LIMIT_BYTES:
+        raise ExportRefused(f"{clip.spec.name}: the text tower is {proto.ByteSize() / 1e9:.1f} GB, over the 2 GB "
+                            f"of one ONNX file")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(proto.SerializeToString())
+        check(clip, tmp)
+        os.replace(tmp, out)  # atomic: a reader sees the whole file or none
+    finally:
+        tmp.unlink(missing_ok=True)
+    return info
+
+
+def check(clip, path: Path) -> float:
+    """The smallest cosine between ONNX Runtime's and torch's embeddings of PROBES; ExportRefused below MIN_COSINE."""
+    session, info = open_session(path, threads=0)
+    reference = clip.encode_texts(PROBES)
+    got = np.concatenate([session.run([VECTOR_OUTPUT], {TOKENS_INPUT: cut_columns(
+        clip.tokenize(PROBES[i:i + 3]).numpy(), info.trim, info.pad_id)})[0] for i in range(0, len(PROBES), 3)])
+    cosine = float((reference * got).sum(axis=1).min())
+    if not cosine >= MIN_COSINE:
+        raise ExportRefused(f"{clip.spec.name}: ONNX Runtime's embeddings differ from torch's (cosine {cosine:.6f} "
+                            f"< {MIN_COSINE})")
+    return cosine
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--pretrained", required=True, help="a pretrained tag, a checkpoint file or folder, or none")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    try:
+        info = export(args.model, args.pretrained, args.out)
+    except ExportRefused as exc:
+        print(f"ExportRefused: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported the text tower of {info.identity} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
