@@ -25,7 +25,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from importlib import util as importlib_util
 from pathlib import Path
@@ -38,7 +37,6 @@ from clipseek.model.spec import (
     ModelSpec,
     file_sha256,
     model_config,
-    model_identity,
     resolve_model,
     weights_identity,
 )
@@ -245,8 +243,3 @@ class OnnxTextModel:
         if not out:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
-
-
-def temporary_cache_dir() -> Path:
-    """A fresh folder for an export that is not to be kept (tests)."""
-    return Path(tempfile.mkdtemp(prefix="clipseek-onnx-"))

@@ -123,8 +123,8 @@ class BpeTokenizer:
         self.encoder, self.bpe_ranks = _bpe_tables(bpe_path or str(open_clip_file(BPE_VOCAB)), specials)
         self.byte_encoder = bytes_to_unicode()
         self.cache: dict[str, str] = {t: t for t in specials}
-        self.pattern = regex.compile("|".join(specials) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-                                     regex.IGNORECASE)
+        words = r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+        self.pattern = regex.compile("|".join(specials) + words, regex.IGNORECASE)
         self.sot_id, self.eot_id = self.encoder[specials[0]], self.encoder[specials[1]]
         self.context_length = int(context_length)
         self.clean = cleaner(clean)

@@ -4,8 +4,8 @@ Endpoints: ``/search`` (each Query's text), ``/topics`` (every prompt of each To
 ``embedding`` a prompt, for the indexer's zero-shot tagging). Everything else passes through. A query
 longer than the model's context is truncated by the tokenizer (the end-of-text token is kept), not
 refused. The text tower runs on ONNX Runtime (``text_runtime``: this process then never imports torch;
-clipseek.model.onnx_text) or on torch. Embeddings of recent queries are kept (``query_cache_size``); the text tower runs on
-``torch_threads`` threads. A picture as the query (``image_base64``, or ``image_path`` under
+clipseek.model.onnx_text) or on torch, on ``torch_threads`` threads. Embeddings of recent queries are kept
+(``query_cache_size``). A picture as the query (``image_base64``, or ``image_path`` under
 ``media_roots``) is embedded by the model's image tower, loaded here (with torch) on the first such query:
 /search stays off the image encoder, which is busy with /index batches and may be down while search is up.
 """
