@@ -167,21 +167,26 @@ def test_vit_b_32_on_onnx_runtime_embeds_as_torch_does(tmp_path):
 
 # -- the export cache ---------------------------------------------------------------------------------------
 def test_the_export_is_reused_and_a_corrupt_one_is_exported_again(tmp_path, monkeypatch, caplog):
-    first = OnnxTextModel(TINY_MODEL, "none", cache_dir=tmp_path)
+    first = OnnxTextModel("demo", str(DEMO_WEIGHTS), cache_dir=tmp_path)
     [exported] = list(tmp_path.glob("*.onnx"))
-    assert exported.name.startswith(f"clipseek-tiny-text-v{onnx_text.EXPORT_FORMAT}-")
+    weights = exported.with_name(exported.name + ".data")
+    assert exported.name.startswith(f"clipseek-demo-text-v{onnx_text.EXPORT_FORMAT}-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name, weights.name]
     reference = first.encode_texts(CORPUS)
     exports = []
     real_export = onnx_text.export_text_tower
     monkeypatch.setattr(onnx_text, "export_text_tower", lambda *a, **k: exports.append(a) or real_export(*a, **k))
-    again = OnnxTextModel(TINY_MODEL, "none", cache_dir=tmp_path)
+    again = OnnxTextModel("demo", str(DEMO_WEIGHTS), cache_dir=tmp_path)
     assert exports == [] and np.array_equal(again.encode_texts(CORPUS), reference)
-    exported.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])  # cut short, as by a full disk
-    with caplog.at_level(logging.WARNING):
-        rebuilt = OnnxTextModel(TINY_MODEL, "none", cache_dir=tmp_path)
-    assert len(exports) == 1 and "does not load" in caplog.text and str(exported) in caplog.text
-    assert rebuilt.encode_texts(["a red circle"]).shape == (1, 64)
-    assert [p.name for p in tmp_path.iterdir()] == [exported.name]  # no temporary file left behind
+    for cut in (exported, weights):  # cut short, as by a full disk: the graph, then the weights
+        cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            rebuilt = OnnxTextModel("demo", str(DEMO_WEIGHTS), cache_dir=tmp_path)
+        assert "does not load" in caplog.text and str(exported) in caplog.text
+        assert np.allclose(rebuilt.encode_texts(CORPUS), reference, atol=1e-6)
+    assert len(exports) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name, weights.name]  # no temporary file left
 
 
 def test_the_cache_file_changes_with_the_weights_and_the_config(tmp_path):

@@ -5,7 +5,11 @@ that starts it does not). The model is loaded as the torch text encoder loads it
 only, fp32, CPU); the graph takes int64 token ids (batch x length, both dynamic) and returns the fp32
 L2-normalised embedding (batch x dim). Before the file is written under its name, ONNX Runtime runs it on
 ``PROBES`` and each embedding must be within cosine ``MIN_COSINE`` of torch's: a graph that disagrees is
-refused (exit status 2), and the text encoder stays on torch. The export uses torch's dynamo exporter
+refused (exit status 2), and the text encoder stays on torch. The weights go to a file of their own beside
+the graph (``<name>.onnx.data``, ONNX's external data): ONNX Runtime maps it instead of reading a copy
+into memory, which halved the text encoder's peak RSS with ViT-B-32 (docs/benchmarks.md). Both files are
+written in a temporary folder beside them and moved into place, the weights first, so a reader that finds
+the graph finds its weights too. The export uses torch's dynamo exporter
 (``torch.onnx.export(dynamo=True)``, which needs the ``onnx`` and ``onnxscript`` packages): the older
 TorchScript tracer bakes the batch size into the attention's reshapes.
 """
@@ -15,7 +19,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +40,6 @@ from clipseek.model.onnx_text import (
 logger = logging.getLogger("clipseek.onnx_export")
 
 MIN_COSINE = 0.9999
-PROTOBUF_LIMIT_BYTES = 2_000_000_000  # one .onnx file holds at most 2 GB (protobuf); bigger towers stay on torch
 PROBES = ["a dog jumps into a swimming pool", "a", "", "A RED CIRCLE, on the left!", "红色的圆形",
           "🐶 at the beach 🌊", "word " * 200, "two children ride bikes in the rain at night"]
 
@@ -85,20 +90,18 @@ def export(model: str, pretrained: str | None, out: Path) -> ExportInfo:
         program = torch.onnx.export(module, (example,), dynamo=True, external_data=False,
                                     input_names=[TOKENS_INPUT], output_names=[VECTOR_OUTPUT],
                                     dynamic_shapes={"tokens": {0: batch, 1: length}}, verbose=False)
-    proto = program.model_proto
-    for key, value in info.to_metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    if proto.ByteSize() > PROTOBUF_LIMIT_BYTES:
-        raise ExportRefused(f"{clip.spec.name}: the text tower is {proto.ByteSize() / 1e9:.1f} GB, over the 2 GB "
-                            f"of one ONNX file")
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    program.model.metadata_props.update(info.to_metadata())
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tmp.write_bytes(proto.SerializeToString())
-        check(clip, tmp)
-        os.replace(tmp, out)  # atomic: a reader sees the whole file or none
+        staged = staging / out.name
+        program.save(staged, external_data=True)  # the weights in staged.onnx.data, named so in the graph
+        check(clip, staged)
+        weights = staged.with_name(staged.name + ".data")
+        if weights.is_file():
+            os.replace(weights, out.with_name(weights.name))
+        os.replace(staged, out)  # atomic, and last: a reader sees the whole export or none
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return info
 
 

@@ -6,9 +6,9 @@ product's way (open_clip, pretrained tags, checkpoint files, model directories: 
 in a short-lived child process (``python -m clipseek.model.onnx_export``) that writes the text tower
 (token ids -> L2-normalised fp32 embedding) to an ``.onnx`` file, checks it against torch, and exits. The
 file is kept in a cache keyed by the model's identity (architecture, config, weights and the checkpoint's
-hash) and ``EXPORT_FORMAT``; the next start finds it and loads ONNX Runtime only. A file that does not
-load (corrupt) is exported again; the child writes to a temporary name and renames, so a crash never
-leaves a partial file under the cached name.
+hash) and ``EXPORT_FORMAT``, with its weights beside it (``.onnx.data``); the next start finds it and
+loads ONNX Runtime only. A file that does not load (corrupt, cut short) is exported again; the child
+writes to a temporary folder and renames, so a crash never leaves a partial file under the cached name.
 
 Tokens come from clipseek.model.tokenize (the same ids as open_clip's tokenizers, without torch). As on
 torch, only the real tokens are run: CLIP's causal transformer is cut after the longest text of the batch;
@@ -45,8 +45,8 @@ from clipseek.model.tokenize import Tokenizer, UnsupportedTokenizer, text_tokeni
 logger = logging.getLogger("clipseek.clip")
 
 RUNTIMES = ("auto", "torch", "onnx")
-# Bumped whenever the exported graph's inputs, outputs or metadata change: older cache files are not reused.
-EXPORT_FORMAT = 1
+# Bumped whenever the exported graph's inputs, outputs, metadata or files change: older cache files are not reused.
+EXPORT_FORMAT = 2
 EXPORT_TIMEOUT_S = 900  # a large model on a busy machine; the export of ViT-B-32's text tower takes ~30 s
 TOKENS_INPUT = "tokens"  # int64 batch x length
 VECTOR_OUTPUT = "vector"  # float32 batch x dim, unit length

@@ -33,7 +33,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-
 def causal_text_tower(model) -> bool:
     """Whether ``model``'s text tower is open_clip's causal transformer pooled at end-of-text."""
     return (getattr(model, "attn_mask", None) is not None and getattr(model, "token_embedding", None) is not None
