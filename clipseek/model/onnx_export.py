@@ -6,8 +6,8 @@ only, fp32, CPU); the graph takes int64 token ids (batch x length, both dynamic)
 L2-normalised embedding (batch x dim). Before the file is written under its name, ONNX Runtime runs it on
 ``PROBES`` and each embedding must be within cosine ``MIN_COSINE`` of torch's: a graph that disagrees is
 refused (exit status 2), and the text encoder stays on torch. The weights go to a file of their own beside
-the graph (``<name>.onnx.data``, ONNX's external data): ONNX Runtime maps it instead of reading a copy
-into memory, which halved the text encoder's peak RSS with ViT-B-32 (docs/benchmarks.md). Both files are
+the graph (``<name>.onnx.data``, ONNX's external data): ONNX Runtime maps it instead of parsing a second
+copy of the weights out of the graph file. Both files are
 written in a temporary folder beside them and moved into place, the weights first, so a reader that finds
 the graph finds its weights too. The export uses torch's dynamo exporter
 (``torch.onnx.export(dynamo=True)``, which needs the ``onnx`` and ``onnxscript`` packages): the older
