@@ -17,6 +17,7 @@ from test_models import TINY_HF_CLIP, write_tiny_xlm_roberta
 
 from clipseek.docs import Query, TopicLabel
 from clipseek.model import onnx_text
+from clipseek.model.onnx_image import OnnxImageModel
 from clipseek.model.onnx_text import OnnxTextModel, OnnxUnavailable, choose_runtime, cut_columns
 from clipseek.model.spec import resolve_model
 from clipseek.model.tokenize import BpeTokenizer, HfFileTokenizer, UnsupportedTokenizer, text_tokenizer
@@ -151,6 +152,34 @@ def test_a_hugging_face_text_tower_on_onnx_runtime_embeds_as_torch_does(tiny_hf_
     compare_with_torch(str(config_file), str(folder), tmp_path, 200)
 
 
+def pictures(size: int, count: int) -> np.ndarray:
+    """``count`` varied uint8 frames: solid colours, noise, and shapes on backgrounds."""
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    for i in range(0, count, 2):
+        frames[i] = rng.integers(0, 256, 3, dtype=np.uint8)
+        top, left = rng.integers(0, size // 2, 2)
+        frames[i, top:top + size // 3, left:left + size // 3] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return frames
+
+
+def compare_images_with_torch(model: str, pretrained: str, cache_dir, count: int) -> None:
+    from clipseek.model.clip import ClipModel
+
+    ours = OnnxImageModel(model, pretrained, threads=1, cache_dir=cache_dir)
+    reference = ClipModel(resolve_model(model, pretrained), "cpu", "fp32", towers="image")
+    frames = pictures(reference.image_size, count)
+    got, want = ours.encode_frames(frames, batch_size=8), reference.encode_frames(frames)
+    assert got.shape == want.shape and cosines(got, want).min() >= 0.9999, cosines(got, want).min()
+    assert (ours.identity, ours.image_size) == (reference.identity, reference.image_size)
+    with pytest.raises(ValueError, match=f"frames must be uint8 N x {ours.image_size} x {ours.image_size} x 3"):
+        ours.encode_frames(frames[:, 1:])
+
+
+def test_the_demo_models_image_tower_on_onnx_runtime_embeds_as_torch_does(tmp_path):
+    compare_images_with_torch("demo", str(DEMO_WEIGHTS), tmp_path, 40)
+
+
 @pytest.mark.slow
 def test_vit_b_32_on_onnx_runtime_embeds_as_torch_does(tmp_path):
     """Random weights (nothing is downloaded), saved as a checkpoint so that both runtimes read the same."""
@@ -158,11 +187,12 @@ def test_vit_b_32_on_onnx_runtime_embeds_as_torch_does(tmp_path):
 
     from clipseek.model.clip import ClipModel
 
-    drawn = ClipModel(resolve_model("ViT-B-32", "none"), "cpu", "fp32", towers="text")
-    checkpoint = tmp_path / "vit-b-32-text.safetensors"
+    drawn = ClipModel(resolve_model("ViT-B-32", "none"), "cpu", "fp32", towers="both")
+    checkpoint = tmp_path / "vit-b-32.safetensors"
     save_file({k: v.contiguous() for k, v in drawn.model.state_dict().items()}, str(checkpoint))
     del drawn
     compare_with_torch("ViT-B-32", str(checkpoint), tmp_path / "cache", 300)
+    compare_images_with_torch("ViT-B-32", str(checkpoint), tmp_path / "cache", 24)
 
 
 # -- the export cache ---------------------------------------------------------------------------------------
@@ -174,8 +204,8 @@ def test_the_export_is_reused_and_a_corrupt_one_is_exported_again(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name, weights.name]
     reference = first.encode_texts(CORPUS)
     exports = []
-    real_export = onnx_text.export_text_tower
-    monkeypatch.setattr(onnx_text, "export_text_tower", lambda *a, **k: exports.append(a) or real_export(*a, **k))
+    real_export = onnx_text.export_tower
+    monkeypatch.setattr(onnx_text, "export_tower", lambda *a, **k: exports.append(a) or real_export(*a, **k))
     again = OnnxTextModel("demo", str(DEMO_WEIGHTS), cache_dir=tmp_path)
     assert exports == [] and np.array_equal(again.encode_texts(CORPUS), reference)
     for cut in (exported, weights):  # cut short, as by a full disk: the graph, then the weights
@@ -208,7 +238,7 @@ def test_auto_falls_back_to_torch_with_one_warning_when_the_export_fails(tmp_pat
     def fail(model, *args, **kwargs):
         raise OnnxUnavailable(f"exporting the text tower of {model} to ONNX failed: no luck")
 
-    monkeypatch.setattr(onnx_text, "export_text_tower", fail)
+    monkeypatch.setattr(onnx_text, "export_tower", fail)
     with caplog.at_level(logging.WARNING):
         encoder = load_text_encoder(model=TINY_MODEL, pretrained="none", onnx_cache_dir=str(tmp_path))
     assert isinstance(encoder.clip, ClipModel)
@@ -234,7 +264,8 @@ def test_the_text_encoder_on_onnx_and_on_torch_answer_alike(tmp_path):
 
 
 TORCH_FREE_ENCODER = (
-    "import json, sys\n"
+    "import base64, io, json, sys\n"
+    "from PIL import Image\n"
     "from clipseek.torch_free import keep_torch_out\n"
     "keep_torch_out()  # as clipseek serve starts every executor\n"
     "from docarray import DocList\n"
@@ -245,8 +276,12 @@ TORCH_FREE_ENCODER = (
     "texts = ('a red circle', 'a blue square', 'a red circle')\n"
     "docs = encoder.encode(DocList[Query]([Query(text=t) for t in texts]))\n"
     "labels = encoder.encode_labels(DocList[TopicLabel]([TopicLabel(name='red', prompts=['red', 'crimson'])]))\n"
+    "png = io.BytesIO(); Image.new('RGB', (120, 90), (220, 30, 30)).save(png, format='PNG')\n"
+    "picture = encoder.encode(DocList[Query]([Query(text='a circle', image_base64=base64.b64encode(\n"
+    "    png.getvalue()).decode())]))[0]\n"
     "print(json.dumps({'runtime': type(encoder.clip).__name__, 'dims': [len(d.embedding) for d in docs],\n"
-    "                  'labels': list(labels[0].embedding.shape),\n"
+    "                  'labels': list(labels[0].embedding.shape), 'images': type(encoder._images).__name__,\n"
+    "                  'picture': [len(picture.embedding), len(picture.image_embedding), picture.error],\n"
     "                  'loaded': sorted(m for m, v in sys.modules.items() if v is not None\n"
     "                                   and m.split('.')[0] in ('torch', 'torchvision', 'open_clip', 'triton'))}))\n")
 
@@ -256,5 +291,6 @@ def test_a_text_encoder_on_onnx_runtime_never_imports_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", TORCH_FREE_ENCODER, str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"runtime": "OnnxTextModel", "dims": [64, 64, 64],
-                                                               "labels": [2, 64], "loaded": []}
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "runtime": "OnnxTextModel", "dims": [64, 64, 64], "labels": [2, 64], "images": "OnnxImageModel",
+        "picture": [64, 64, ""], "loaded": []}

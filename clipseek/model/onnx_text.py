@@ -46,9 +46,11 @@ logger = logging.getLogger("clipseek.clip")
 
 RUNTIMES = ("auto", "torch", "onnx")
 # Bumped whenever the exported graph's inputs, outputs, metadata or files change: older cache files are not reused.
-EXPORT_FORMAT = 2
-EXPORT_TIMEOUT_S = 900  # a large model on a busy machine; the export of ViT-B-32's text tower takes ~30 s
-TOKENS_INPUT = "tokens"  # int64 batch x length
+EXPORT_FORMAT = 3
+EXPORT_TIMEOUT_S = 900  # a large model on a busy machine; the export of ViT-B-32's text tower takes ~20 s
+TOWERS = ("text", "image")
+TOKENS_INPUT = "tokens"  # int64 batch x length (the text tower)
+PIXELS_INPUT = "pixels"  # uint8 batch x size x size x 3, RGB (the image tower: clipseek.model.onnx_image)
 VECTOR_OUTPUT = "vector"  # float32 batch x dim, unit length
 # How the runtime cuts the token columns before running the graph (ONNX metadata ``trim``):
 TRIM_CAUSAL = "causal"  # open_clip's causal transformer: up to the longest text's end-of-text token
@@ -107,29 +109,30 @@ def cache_key(spec: ModelSpec) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cache_file(spec: ModelSpec, cache_dir: Path) -> Path:
+def cache_file(spec: ModelSpec, cache_dir: Path, tower: str = "text") -> Path:
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)
-    return cache_dir / f"{name}-text-v{EXPORT_FORMAT}-{cache_key(spec)[:16]}.onnx"
+    return cache_dir / f"{name}-{tower}-v{EXPORT_FORMAT}-{cache_key(spec)[:16]}.onnx"
 
 
-def export_argv(model: str, pretrained: str | None, out: Path) -> list[str]:
-    """The child process that exports the text tower of these settings to ``out``."""
+def export_argv(model: str, pretrained: str | None, out: Path, tower: str = "text") -> list[str]:
+    """The child process that exports the ``tower`` of these settings to ``out``."""
     return [sys.executable, "-m", "clipseek.model.onnx_export", "--model", model,
-            "--pretrained", "none" if pretrained is None else pretrained, "--out", str(out)]
+            "--pretrained", "none" if pretrained is None else pretrained, "--out", str(out), "--tower", tower]
 
 
-def export_text_tower(model: str, pretrained: str | None, out: Path, timeout_s: float = EXPORT_TIMEOUT_S) -> None:
+def export_tower(model: str, pretrained: str | None, out: Path, tower: str = "text",
+                 timeout_s: float = EXPORT_TIMEOUT_S) -> None:
     """Run the export child (with torch, in its own process: its memory is returned when it exits)."""
-    logger.info("exporting the text tower of %s (%s) to ONNX: %s", model, pretrained or "random weights", out)
+    logger.info("exporting the %s tower of %s (%s) to ONNX: %s", tower, model, pretrained or "random weights", out)
     try:
-        done = subprocess.run(export_argv(model, pretrained, out), capture_output=True, text=True,
+        done = subprocess.run(export_argv(model, pretrained, out, tower), capture_output=True, text=True,
                               timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise OnnxUnavailable(f"exporting the text tower of {model} to ONNX took over {timeout_s:.0f} s") from exc
+        raise OnnxUnavailable(f"exporting the {tower} tower of {model} to ONNX took over {timeout_s:.0f} s") from exc
     if done.returncode != 0 or not out.is_file():
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         reason = lines[-1] if lines else f"exit status {done.returncode}"
-        raise OnnxUnavailable(f"exporting the text tower of {model} to ONNX failed: {reason}")
+        raise OnnxUnavailable(f"exporting the {tower} tower of {model} to ONNX failed: {reason}")
 
 
 @dataclass(frozen=True)
@@ -138,25 +141,28 @@ class ExportInfo:
 
     identity: str
     embed_dim: int
-    trim: str
-    pad_id: int
-    export_format: int
+    tower: str  # text or image
+    trim: str = ""  # the text tower's (TRIM_CAUSAL, TRIM_PADDING)
+    pad_id: int = 0
+    image_size: int = 0  # the image tower's input square, px
+    export_format: int = EXPORT_FORMAT
 
     def to_metadata(self) -> dict[str, str]:
         return {"clipseek_identity": self.identity, "clipseek_embed_dim": str(self.embed_dim),
-                "clipseek_trim": self.trim, "clipseek_pad_id": str(self.pad_id),
-                "clipseek_export_format": str(self.export_format)}
+                "clipseek_tower": self.tower, "clipseek_trim": self.trim, "clipseek_pad_id": str(self.pad_id),
+                "clipseek_image_size": str(self.image_size), "clipseek_export_format": str(self.export_format)}
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], path: Path) -> ExportInfo:
         try:
-            return cls(meta["clipseek_identity"], int(meta["clipseek_embed_dim"]), meta["clipseek_trim"],
-                       int(meta["clipseek_pad_id"]), int(meta["clipseek_export_format"]))
+            return cls(meta["clipseek_identity"], int(meta["clipseek_embed_dim"]), meta["clipseek_tower"],
+                       meta["clipseek_trim"], int(meta["clipseek_pad_id"]), int(meta["clipseek_image_size"]),
+                       int(meta["clipseek_export_format"]))
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"{path}: not a clipseek text tower export ({exc})") from exc
+            raise ValueError(f"{path}: not a clipseek tower export ({exc})") from exc
 
 
-def open_session(path: Path, threads: int):
+def open_session(path: Path, threads: int, tower: str = "text"):
     """An ONNX Runtime session on ``path`` (CPU) and its ExportInfo; raises on a file that does not load."""
     import onnxruntime as ort
 
@@ -169,25 +175,38 @@ def open_session(path: Path, threads: int):
     options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     info = ExportInfo.from_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
-    if info.export_format != EXPORT_FORMAT:
-        raise ValueError(f"{path}: export format {info.export_format}, expected {EXPORT_FORMAT}")
+    if info.export_format != EXPORT_FORMAT or info.tower != tower:
+        raise ValueError(f"{path}: the {info.tower} tower in export format {info.export_format}, expected the "
+                         f"{tower} tower in format {EXPORT_FORMAT}")
     return session, info
 
 
-def load_or_export(spec: ModelSpec, model: str, pretrained: str | None, cache_dir: Path, threads: int):
-    """(session, ExportInfo) of the cached export of ``spec``, exported first when missing or unreadable."""
-    path = cache_file(spec, cache_dir)
+def ensure_exported(spec: ModelSpec, model: str, pretrained: str | None, cache_dir: Path,
+                    tower: str = "text") -> Path:
+    """The cached export of ``spec``'s ``tower``, exported first when missing (not opened: see load_or_export)."""
+    path = cache_file(spec, cache_dir, tower)
+    if not path.is_file():
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OnnxUnavailable(f"cannot create the ONNX cache folder {cache_dir}: {exc}") from exc
+        export_tower(model, pretrained, path, tower)
+    return path
+
+
+def load_or_export(spec: ModelSpec, model: str, pretrained: str | None, cache_dir: Path, threads: int,
+                   tower: str = "text"):
+    """(session, ExportInfo) of the cached export of ``spec``'s ``tower``, exported first when missing or
+    unreadable."""
+    path = cache_file(spec, cache_dir, tower)
     if path.is_file():
         try:
-            return open_session(path, threads)
+            return open_session(path, threads, tower)
         except Exception as exc:  # noqa: BLE001  # onnxruntime raises its own types for bad files; all mean "rebuild"
-            logger.warning("the cached ONNX text tower %s does not load (%s): exporting it again", path, exc)
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OnnxUnavailable(f"cannot create the ONNX cache folder {cache_dir}: {exc}") from exc
-    export_text_tower(model, pretrained, path)
-    return open_session(path, threads)
+            logger.warning("the cached ONNX %s tower %s does not load (%s): exporting it again", tower, path, exc)
+            path.unlink()
+    ensure_exported(spec, model, pretrained, cache_dir, tower)
+    return open_session(path, threads, tower)
 
 
 def cut_columns(tokens: np.ndarray, trim: str, pad_id: int) -> np.ndarray:
@@ -223,7 +242,7 @@ class OnnxTextModel:
         self.context_length = self.tokenizer.context_length
         self.text_threads = threads
         self.cache_dir = cache_dir or default_cache_dir()
-        self.session, self.info = load_or_export(self.spec, model, pretrained, self.cache_dir, threads)
+        self.session, self.info = load_or_export(self.spec, model, pretrained, self.cache_dir, threads, "text")
         self.identity = self.info.identity
         self.embed_dim = self.info.embed_dim
         self.encode_texts(["a"])  # warm-up: the first run of a session allocates its buffers

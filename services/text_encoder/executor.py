@@ -6,12 +6,14 @@ longer than the model's context is truncated by the tokenizer (the end-of-text t
 refused. The text tower runs on ONNX Runtime (``text_runtime``: this process then never imports torch;
 clipseek.model.onnx_text) or on torch, on ``torch_threads`` threads. Embeddings of recent queries are kept
 (``query_cache_size``). A picture as the query (``image_base64``, or ``image_path`` under
-``media_roots``) is embedded by the model's image tower, loaded here (with torch) on the first such query:
-/search stays off the image encoder, which is busy with /index batches and may be down while search is up.
+``media_roots``) is embedded by the model's image tower, loaded here on the first such query (on ONNX Runtime
+when the text tower is: exported in the background at start; else with torch): /search stays off the image
+encoder, which is busy with /index batches and may be down while search is up.
 """
 
 # No `from __future__ import annotations` here: jina reads the endpoint types at run time.
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from clipseek.errors import ClipseekError
 from clipseek.media.hardware import cuda_device_count
 from clipseek.media.query_image import decode_base64, query_pixels, read_query_file
 from clipseek.model.clip import load_clip
+from clipseek.model.onnx_image import OnnxImageModel, prepare_image_export
 from clipseek.model.onnx_text import OnnxTextModel, OnnxUnavailable, choose_runtime
 from clipseek.model.query_cache import QueryCache
 from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
@@ -58,6 +61,11 @@ class TextEncoder(ClipseekExecutor):
         self.clip = self._text_model()
         self.cache = QueryCache(s.query_cache_size)
         self._images = None  # the image tower, loaded on the first picture query
+        self._image_export: threading.Thread | None = None
+        if isinstance(self.clip, OnnxTextModel):  # have the image tower's export ready before a picture query
+            self._image_export = threading.Thread(target=self._prepare_image_tower, name="image-tower-export",
+                                                  daemon=True)
+            self._image_export.start()
 
     def _text_model(self):
         """The text tower on the runtime ``text_runtime`` picks (auto: onnx, or torch with one log line why)."""
@@ -66,8 +74,7 @@ class TextEncoder(ClipseekExecutor):
                                       cuda_device_count() if s.device == "auto" else 0)
         if runtime == "onnx":
             try:
-                return OnnxTextModel(s.model, s.pretrained, s.torch_threads,
-                                     Path(s.onnx_cache_dir).expanduser() if s.onnx_cache_dir else None)
+                return OnnxTextModel(s.model, s.pretrained, s.torch_threads, self._onnx_cache_dir())
             except OnnxUnavailable as exc:
                 if s.text_runtime == "onnx":
                     raise
@@ -135,10 +142,28 @@ class TextEncoder(ClipseekExecutor):
             self.log.warning("query image refused: %s", exc)
         doc.image_base64 = ""
 
+    def _onnx_cache_dir(self) -> Path | None:
+        return Path(self.settings.onnx_cache_dir).expanduser() if self.settings.onnx_cache_dir else None
+
+    def _prepare_image_tower(self) -> None:
+        try:
+            prepare_image_export(self.settings.model, self.settings.pretrained, self._onnx_cache_dir())
+        except OnnxUnavailable as exc:  # said again, once, if a picture query comes
+            self.log.info("the image tower is not exported to ONNX: %s", exc)
+
     def _image_tower(self):
+        """The image tower for picture queries: on ONNX Runtime beside an ONNX text tower (torch stays out of
+        this process), else, or when its export fails (one warning), on torch."""
         if self._images is None:
             s = self.settings
-            self._images = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
+            if self._image_export is not None:
+                self._image_export.join()
+                try:
+                    self._images = OnnxImageModel(s.model, s.pretrained, s.torch_threads, self._onnx_cache_dir())
+                except OnnxUnavailable as exc:
+                    self.log.warning("picture queries fall back to torch for %s: %s", s.model, exc)
+            if self._images is None:
+                self._images = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
         return self._images
 
     def _encode(self, texts: list[str]):
