@@ -219,6 +219,13 @@ def test_the_export_is_reused_and_a_corrupt_one_is_exported_again(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == [exported.name, weights.name]  # no temporary file left
 
 
+def test_the_export_child_is_given_the_weights_as_the_settings_name_them(tmp_path):
+    out = tmp_path / "x.onnx"
+    assert onnx_text.export_argv("demo", None, out)[3:] == ["--model", "demo", "--out", str(out), "--tower", "text"]
+    assert onnx_text.export_argv("ViT-B-32", "none", out, "image")[3:] == [
+        "--model", "ViT-B-32", "--pretrained", "none", "--out", str(out), "--tower", "image"]
+
+
 def test_the_cache_file_changes_with_the_weights_and_the_config(tmp_path):
     demo = onnx_text.cache_file(resolve_model("demo", str(DEMO_WEIGHTS)), tmp_path)
     random = onnx_text.cache_file(resolve_model("demo", "none"), tmp_path)
@@ -280,6 +287,7 @@ TORCH_FREE_ENCODER = (
     "picture = encoder.encode(DocList[Query]([Query(text='a circle', image_base64=base64.b64encode(\n"
     "    png.getvalue()).decode())]))[0]\n"
     "print(json.dumps({'runtime': type(encoder.clip).__name__, 'dims': [len(d.embedding) for d in docs],\n"
+    "                  'model': docs[0].model.split(' sha256:')[0],\n"
     "                  'labels': list(labels[0].embedding.shape), 'images': type(encoder._images).__name__,\n"
     "                  'picture': [len(picture.embedding), len(picture.image_embedding), picture.error],\n"
     "                  'loaded': sorted(m for m, v in sys.modules.items() if v is not None\n"
@@ -292,5 +300,6 @@ def test_a_text_encoder_on_onnx_runtime_never_imports_torch(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {
-        "runtime": "OnnxTextModel", "dims": [64, 64, 64], "labels": [2, 64], "images": "OnnxImageModel",
+        "runtime": "OnnxTextModel", "dims": [64, 64, 64], "model": "clipseek-demo [clipseek-demo.safetensors",
+        "labels": [2, 64], "images": "OnnxImageModel",
         "picture": [64, 64, ""], "loaded": []}

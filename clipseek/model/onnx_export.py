@@ -176,7 +176,8 @@ def die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--pretrained", required=True, help="a pretrained tag, a checkpoint file or folder, or none")
+    parser.add_argument("--pretrained", default=None,
+                        help="a pretrained tag, a checkpoint file or folder, or none (absent: a preset's weights)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tower", default="text", choices=TOWERS)
     args = parser.parse_args(argv)

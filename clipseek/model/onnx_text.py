@@ -58,7 +58,7 @@ TRIM_PADDING = "padding"  # a Hugging Face tower: up to the last column that is 
 
 
 class OnnxUnavailable(ModelLoadError):
-    """The text tower of this model cannot run on ONNX Runtime here (the message says why)."""
+    """A tower of this model cannot run on ONNX Runtime here (the message says why)."""
 
 
 def onnxruntime_installed() -> bool:
@@ -115,9 +115,11 @@ def cache_file(spec: ModelSpec, cache_dir: Path, tower: str = "text") -> Path:
 
 
 def export_argv(model: str, pretrained: str | None, out: Path, tower: str = "text") -> list[str]:
-    """The child process that exports the ``tower`` of these settings to ``out``."""
-    return [sys.executable, "-m", "clipseek.model.onnx_export", "--model", model,
-            "--pretrained", "none" if pretrained is None else pretrained, "--out", str(out), "--tower", tower]
+    """The child process that exports the ``tower`` of these settings to ``out`` (``pretrained`` None, the
+    preset's weights or random ones as resolve_model says, is passed as no ``--pretrained`` at all)."""
+    weights = [] if pretrained is None else ["--pretrained", pretrained]
+    return [sys.executable, "-m", "clipseek.model.onnx_export", "--model", model, *weights, "--out", str(out),
+            "--tower", tower]
 
 
 def export_tower(model: str, pretrained: str | None, out: Path, tower: str = "text",
