@@ -257,6 +257,35 @@ def test_auto_falls_back_to_torch_with_one_warning_when_the_export_fails(tmp_pat
         load_text_encoder(model=TINY_MODEL, pretrained="none", onnx_cache_dir=str(tmp_path), text_runtime="onnx")
 
 
+def test_picture_queries_fall_back_to_torch_with_one_warning_when_the_image_export_fails(tmp_path, monkeypatch,
+                                                                                        caplog):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from clipseek.model.clip import ClipModel
+
+    real_export = onnx_text.export_tower
+
+    def text_only(model, pretrained, out, tower="text", **kwargs):
+        if tower == "image":
+            raise OnnxUnavailable(f"exporting the image tower of {model} to ONNX failed: no luck")
+        return real_export(model, pretrained, out, tower, **kwargs)
+
+    monkeypatch.setattr(onnx_text, "export_tower", text_only)
+    encoder = load_text_encoder(model="demo", onnx_cache_dir=str(tmp_path))
+    png = io.BytesIO()
+    Image.new("RGB", (60, 40), (0, 0, 255)).save(png, format="PNG")
+    with caplog.at_level(logging.WARNING):
+        [doc] = encoder.encode(DocList[Query]([Query(image_base64=base64.b64encode(png.getvalue()).decode())]))
+    assert isinstance(encoder.clip, OnnxTextModel) and isinstance(encoder._images, ClipModel)
+    assert doc.image_embedding.shape == (64,) and not doc.error
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("clipseek") and r.levelno >= logging.WARNING
+            ] == ["picture queries fall back to torch for demo: exporting the image tower of demo to ONNX failed: "
+                  "no luck"]
+
+
 def test_the_text_encoder_on_onnx_and_on_torch_answer_alike(tmp_path):
     on_onnx = load_text_encoder(model="demo", onnx_cache_dir=str(tmp_path), text_runtime="onnx")
     on_torch = load_text_encoder(model="demo", text_runtime="torch", precision="fp32")

@@ -240,7 +240,7 @@ class OnnxTextModel:
         try:
             self.tokenizer: Tokenizer = text_tokenizer(self.spec, config)
         except UnsupportedTokenizer as exc:
-            raise OnnxUnavailable(f"no torch-free tokenizer for {self.spec.name}: {exc}") from exc
+            raise OnnxUnavailable(f"no torch-free tokenizer: {exc}") from exc
         self.context_length = self.tokenizer.context_length
         self.text_threads = threads
         self.cache_dir = cache_dir or default_cache_dir()
