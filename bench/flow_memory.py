@@ -5,7 +5,9 @@ Two deployments, each a fresh ``BackgroundFlow`` (its own processes, so each pea
 - ``index``: the whole flow.yml (orchestrator, gateway, loader, image encoder, text encoder, indexer)
   indexing one benchmark video (bench/inputs.py) into a new workspace;
 - ``search``: a search-only deployment, flow.yml cut down to the text encoder and the indexer, on the
-  workspace the first one wrote, answering ``--queries`` searches over HTTP.
+  workspace the first one wrote, answering ``--queries`` searches over HTTP;
+- ``picture`` (not by default): the same, then one search by a picture, for which the text encoder loads
+  the image tower (and torch, when its text tower runs on ONNX Runtime).
 
 For every Python process of the Flow it prints its role (read from jina's log lines ``name/rep-0@pid``),
 its peak RSS (``VmHWM`` from /proc: what the issue's targets are stated in; pages shared with the
@@ -13,7 +15,9 @@ process it was forked from count in each), its PSS at the end (``smaps_rollup``:
 between the processes that share them, so the PSS column adds up to the real footprint), and whether
 torch's libraries are mapped in it. ``--json FILE`` keeps the figures for comparing two checkouts.
 Last, the import floors: the peak RSS of a fresh interpreter that only imports what a torch-free
-service imports, or what a model process imports.
+service imports (with ONNX Runtime: the text encoder's default on a CPU), or what a torch model process
+imports. Compare the text encoder's runtimes with ``--set text_runtime='"torch"'`` against the default
+(``auto``: ONNX Runtime; its export is cached in ``onnx_cache_dir``, so run once before measuring).
 """
 
 from __future__ import annotations
@@ -87,11 +91,26 @@ def roles_from_log(log: str) -> dict[int, str]:
     return {int(pid): name for name, pid in re.findall(r"([A-Za-z_]+)/rep-\d+@(\d+)", log)}
 
 
+def role_from_argv(pid: int) -> str:
+    """The service a process of ``clipseek serve`` runs, from its command line (the gateway's module, an
+    executor's ``--name``); "" when it names none."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    if b"clipseek.engine.gateway" in argv:
+        return "gateway"
+    if b"--name" in argv and argv.index(b"--name") + 1 < len(argv):
+        return argv[argv.index(b"--name") + 1].decode()
+    return ""
+
+
 def flow_processes(root: int, log: str) -> list[ProcessMemory]:
     roles = roles_from_log(log)
     pids = [root] + [pid for pid in descendants(root)
                      if "python" in process_title(pid).split(" ")[0] or "jina" in process_title(pid)]
-    found = [ProcessMemory("orchestrator" if pid == root else roles.get(pid, f"? {process_title(pid)[:40]}"),
+    found = [ProcessMemory("orchestrator" if pid == root else (role_from_argv(pid) or
+                                                                roles.get(pid, f"? {process_title(pid)[:40]}")),
                            pid, peak_rss_mb(pid), pss_mb(pid), torch_mapped(pid)) for pid in pids]
     return sorted(found, key=lambda p: (ROLE_ORDER.index(p.role) if p.role in ROLE_ORDER else 99, p.pid))
 
@@ -130,14 +149,25 @@ def index_video(video: Path):
     return work
 
 
-def search_queries(count: int):
+def search_queries(count: int, picture: bool = False):
+    """``count`` text searches; with ``picture``, then one search by a picture (the text encoder loads the
+    image tower for it, with torch)."""
     def work(flow) -> str:
+        import io
+
+        from PIL import Image
+
         from clipseek.api.client import ClipseekClient
 
         client = ClipseekClient(flow.http)
         started = time.perf_counter()
         hits = sum(len(client.search(QUERIES[i % len(QUERIES)] + f" {i // len(QUERIES)}")) for i in range(count))
-        return f"{count} searches, {hits} clips in {time.perf_counter() - started:.1f} s"
+        note = f"{count} searches, {hits} clips in {time.perf_counter() - started:.1f} s"
+        if picture:
+            png = io.BytesIO()
+            Image.new("RGB", (320, 240), (200, 40, 40)).save(png, format="PNG")
+            note += f"; then one picture query: {len(client.search(image=png.getvalue()))} clips"
+        return note
     return work
 
 
@@ -145,6 +175,9 @@ FLOORS = {  # what a process holds before it does anything: imports only, fresh 
     "jina + docarray, torch kept out": "from clipseek.torch_free import keep_torch_out; keep_torch_out(); "
                                        "import jina, docarray, clipseek.docs",
     "jina + docarray (they import torch)": "import jina, docarray, clipseek.docs",
+    "onnxruntime + jina + docarray, torch kept out": "from clipseek.torch_free import keep_torch_out; "
+                                                      "keep_torch_out(); import jina, docarray, clipseek.docs, "
+                                                      "onnxruntime",
     "torch": "import torch",
     "torch + open_clip, triton kept out": "from clipseek.torch_free import keep_compilers_out; "
                                           "keep_compilers_out(); import torch, open_clip",
@@ -179,7 +212,8 @@ def main() -> int:
     parser.add_argument("--video", default="1min-1080p", choices=sorted(inputs.FULL_VIDEOS))
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--only", default="index,search,floors",
-                        help="what to run: index, search (deployments), floors (import costs)")
+                        help="what to run: index, search, picture (deployments: picture = search only, then one "
+                             "search by a picture; both need index), floors (import costs)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
                         help="another service setting for every deployment, e.g. precision='\"fp32\"'")
     parser.add_argument("--json", default="", help="also write the figures to this file")
@@ -199,6 +233,10 @@ def main() -> int:
         if "search" in only:
             results.append(run_deployment("search only (text encoder + indexer)", str(search_only_flow(Path(tmp))),
                                           model, search_queries(args.queries)))
+            print_deployment(results[-1])
+        if "picture" in only and "index" in only:
+            results.append(run_deployment("search only, then a picture query", str(search_only_flow(Path(tmp))),
+                                          model, search_queries(args.queries, picture=True)))
             print_deployment(results[-1])
     if "floors" in only:
         floors = import_floors()

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 
 def causal_text_tower(model) -> bool:
     """Whether ``model``'s text tower is open_clip's causal transformer pooled at end-of-text."""
@@ -44,13 +42,22 @@ def causal_text_tower(model) -> bool:
 def encode_real_tokens(model, tokens):
     """The text embedding of ``tokens`` (token ids, 0-padded) from the real tokens only (not normalised)."""
     length = int((tokens != 0).sum(dim=1).max().item()) or 1
-    tokens = tokens[:, :length]
+    return encode_causal_tokens(model, tokens[:, :length])
+
+
+def encode_causal_tokens(model, tokens):
+    """The text embedding of every column of ``tokens`` (already cut to the real tokens; not normalised):
+    ``encode_real_tokens`` without the cut, so that it traces with the length as a dynamic dimension
+    (clipseek.model.onnx_export)."""
+    import torch
+
+    length = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)
     x = x + model.positional_embedding[:length].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
-    x = x[np.arange(x.shape[0]), tokens.argmax(dim=-1)]
+    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     if model.text_projection is not None:
         x = model.text_projection(x) if hasattr(model.text_projection, "weight") else x @ model.text_projection
     return x

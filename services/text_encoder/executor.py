@@ -3,15 +3,19 @@
 Endpoints: ``/search`` (each Query's text), ``/topics`` (every prompt of each TopicLabel: one row of its
 ``embedding`` a prompt, for the indexer's zero-shot tagging). Everything else passes through. A query
 longer than the model's context is truncated by the tokenizer (the end-of-text token is kept), not
-refused. Embeddings of recent queries are kept (``query_cache_size``); the text tower runs on
-``torch_threads`` threads. A picture as the query (``image_base64``, or ``image_path`` under
-``media_roots``) is embedded by the model's image tower, loaded here on the first such query: /search
-stays off the image encoder, which is busy with /index batches and may be down while search is up.
+refused. The text tower runs on ONNX Runtime (``text_runtime``: this process then never imports torch;
+clipseek.model.onnx_text) or on torch, on ``torch_threads`` threads. Embeddings of recent queries are kept
+(``query_cache_size``). A picture as the query (``image_base64``, or ``image_path`` under
+``media_roots``) is embedded by the model's image tower, loaded here on the first such query (on ONNX Runtime
+when the text tower is: exported in the background at start; else with torch): /search stays off the image
+encoder, which is busy with /index batches and may be down while search is up.
 """
 
 # No `from __future__ import annotations` here: jina reads the endpoint types at run time.
 
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +25,11 @@ from jina import requests
 from clipseek.docs import Query, TopicLabel
 from clipseek.engine.executor import ClipseekExecutor
 from clipseek.errors import ClipseekError
+from clipseek.media.hardware import cuda_device_count
 from clipseek.media.query_image import decode_base64, query_pixels, read_query_file
 from clipseek.model.clip import load_clip
+from clipseek.model.onnx_image import OnnxImageModel, prepare_image_export
+from clipseek.model.onnx_text import OnnxTextModel, OnnxUnavailable, choose_runtime
 from clipseek.model.query_cache import QueryCache
 from clipseek.model.spec import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
@@ -33,10 +40,12 @@ class TextEncoderSettings:
     pretrained: str = DEFAULT_PRETRAINED
     device: str = "auto"
     precision: str = "auto"  # as the image encoder's (use the same on both)
+    text_runtime: str = "auto"  # auto | onnx | torch: auto = ONNX Runtime (no torch in this process) on a CPU in fp32
+    onnx_cache_dir: str = ""  # where exported text towers are kept; "" = ~/.cache/clipseek/onnx
     text_batch_size: int = 64  # queries per model call
     max_query_chars: int = 10000  # longer texts are cut here before tokenising (cheap guard)
     query_cache_size: int = 4096  # query embeddings remembered, least recently used dropped first; 0 = none
-    torch_threads: int = 1  # threads per model call: one query is too small to split; 0 = torch's default
+    torch_threads: int = 1  # threads per model call (torch or ONNX Runtime): a query is too small to split; 0 = all
     media_roots: list[str] = field(default_factory=lambda: ["."])  # where a query's image_path may point
 
 
@@ -49,10 +58,32 @@ class TextEncoder(ClipseekExecutor):
         s = self.settings
         if s.torch_threads < 0:
             raise ValueError(f"torch_threads must be 0 (torch's default) or more, got {s.torch_threads}")
-        self.clip = load_clip(s.model, s.pretrained, s.device, s.precision, towers="text")
-        self.clip.text_threads = s.torch_threads
+        self.clip = self._text_model()
         self.cache = QueryCache(s.query_cache_size)
         self._images = None  # the image tower, loaded on the first picture query
+        self._image_export: threading.Thread | None = None
+        if isinstance(self.clip, OnnxTextModel):  # have the image tower's export ready before a picture query
+            self._image_export = threading.Thread(target=self._prepare_image_tower, name="image-tower-export",
+                                                  daemon=True)
+            self._image_export.start()
+
+    def _text_model(self):
+        """The text tower on the runtime ``text_runtime`` picks (auto: onnx, or torch with one log line why)."""
+        s = self.settings
+        runtime, why = choose_runtime(s.text_runtime, s.device, s.precision,
+                                      cuda_device_count() if s.device == "auto" else 0)
+        if runtime == "onnx":
+            try:
+                return OnnxTextModel(s.model, s.pretrained, s.torch_threads, self._onnx_cache_dir())
+            except OnnxUnavailable as exc:
+                if s.text_runtime == "onnx":
+                    raise
+                self.log.warning("text_runtime auto falls back to torch for %s: %s", s.model, exc)
+        else:
+            self.log.info("text tower of %s on torch (%s)", s.model, why)
+        clip = load_clip(s.model, s.pretrained, s.device, s.precision, towers="text")
+        clip.text_threads = s.torch_threads
+        return clip
 
     @requests(on="/search")
     def encode(self, docs: DocList[Query], **kwargs: Any) -> DocList[Query]:
@@ -111,10 +142,28 @@ class TextEncoder(ClipseekExecutor):
             self.log.warning("query image refused: %s", exc)
         doc.image_base64 = ""
 
+    def _onnx_cache_dir(self) -> Path | None:
+        return Path(self.settings.onnx_cache_dir).expanduser() if self.settings.onnx_cache_dir else None
+
+    def _prepare_image_tower(self) -> None:
+        try:
+            prepare_image_export(self.settings.model, self.settings.pretrained, self._onnx_cache_dir())
+        except OnnxUnavailable as exc:  # said again, once, if a picture query comes
+            self.log.info("the image tower is not exported to ONNX: %s", exc)
+
     def _image_tower(self):
+        """The image tower for picture queries: on ONNX Runtime beside an ONNX text tower (torch stays out of
+        this process), else, or when its export fails (one warning), on torch."""
         if self._images is None:
             s = self.settings
-            self._images = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
+            if self._image_export is not None:
+                self._image_export.join()
+                try:
+                    self._images = OnnxImageModel(s.model, s.pretrained, s.torch_threads, self._onnx_cache_dir())
+                except OnnxUnavailable as exc:
+                    self.log.warning("picture queries fall back to torch for %s: %s", s.model, exc)
+            if self._images is None:
+                self._images = load_clip(s.model, s.pretrained, s.device, s.precision, towers="image")
         return self._images
 
     def _encode(self, texts: list[str]):
