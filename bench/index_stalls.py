@@ -9,8 +9,8 @@ The workspace is bench/index_commit.py's (cached under build/bench/, cloned here
 (indexing goes on); the main thread searches back to back for ``--seconds`` and at least until the
 checkpoint is written. Printed: search p50/p99, then the ``--top`` longest searches, each with the
 index events within a second of it (none: the delay came from outside the index, e.g. other jobs).
-``--huge-pages both`` runs the timeline twice in this one run, with the graph backed by 2 MB pages
-before the checkpoint's fork (the default, clipseek/index/embedded/hugepages.py) and without.
+``--huge-pages both`` runs the timeline twice in this one run, with the loaded graph put in 2 MB pages
+(the default, clipseek/index/embedded/hugepages.py) and without.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def watch_the_index() -> None:
     collapse = hugepages.collapse
 
     def timed_collapse(*args, **kwargs):
-        event(f"huge pages start (pace {kwargs.get('pace', 0)})")
+        event("huge pages start")
         report = collapse(*args, **kwargs)
         event(f"huge pages done: {report.huge_bytes >> 20} MB huge, {report.refused_bytes >> 20} MB not "
               f"({report.seconds:.2f} s)")
@@ -117,8 +117,10 @@ def timeline(args, source: Path, queries: np.ndarray, huge_pages: bool) -> list[
     with tempfile.TemporaryDirectory(prefix="clipseek-stalls-", dir=CACHE_DIR) as tmp:
         workspace = Path(tmp) / "ws"
         clone_workspace(source, workspace)
+        opened = time.perf_counter()
         library = Library(open_backend("embedded", workspace, hnsw=vectors.HnswSettings(huge_pages=huge_pages)))
         library.search(queries[0], 10)
+        event(f"start-up (open until a search answers) {time.perf_counter() - opened:.1f} s")
         first = args.frames // FRAMES_PER_VIDEO + 10
         stop = threading.Event()
         checkpointed = threading.Event()

@@ -1,21 +1,22 @@
-"""Back the process's large anonymous memory (hnswlib's graph) with 2 MB pages before a checkpoint forks.
+"""Put hnswlib's graph in 2 MB pages, so that a checkpoint's fork is short.
 
 ``fork()`` copies the page tables of the whole process while it holds the GIL, so every search waits for
 it. hnswlib allocates the graph with plain ``malloc`` (4 KB pages): at a million 512-d frames that is
-~2.7 GB, ~660k page-table entries, and the fork took 35 ms on a quiet machine and ~90 ms under load.
-The same memory in 2 MB pages has 512 times fewer entries: the fork takes ~2.5 ms
-(``python bench/index_stalls.py --frames 1000000``; docs/benchmarks.md). numpy already asks for huge pages
-for its large arrays (the float16 copy); the graph is what was left.
+~2.6 GB, ~660k page-table entries, and the fork took 45-60 ms on a quiet machine and up to ~110 ms
+under load. The same memory in 2 MB pages has 512 times fewer entries (the fork of that process then
+takes ~10-17 ms: what is left is Python's heap and hnswlib's small allocations). numpy already asks
+for huge pages for its large arrays (the float16 copy); the graph is what was left.
+(``python bench/index_stalls.py --frames 1000000 --huge-pages both``; docs/benchmarks.md.)
 
 Only the graph's own memory is touched: the large anonymous mappings that appeared while hnswlib
 allocated it (``/proc/self/maps`` before and after). ``MADV_COLLAPSE`` (Linux >= 6.1) rewrites populated
 memory into huge pages synchronously, whatever the ``transparent_hugepage`` sysfs mode says (kernels
 built without THP refuse it). It is called per 2 MB range (a range that is not fully populated, e.g.
-the graph's unused headroom, is refused with EINVAL and stays as it is), through ctypes, which
-releases the GIL: searches go on meanwhile. The first pass at a million frames copies the graph once
-(~5 s of one core at full speed); later passes touch only what grew.
-Where it is not available (another OS, an older kernel) nothing changes and the fork copies 4 KB page
-tables as before.
+the graph's unused headroom, is refused with EINVAL and stays as it is), through ctypes (the GIL is
+released). It runs once, when a workspace is loaded and before anything searches (~5 s of one core at
+a million frames): while the kernel copies a range, a thread touching it waits, so passes beside
+searches and insertions cost them more than the fork saves. Where it is not available (another OS,
+an older kernel) nothing changes and the fork copies 4 KB page tables as before.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import errno
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 logger = logging.getLogger("clipseek.index")
@@ -90,13 +90,8 @@ def regions_added(before: list[tuple[int, int]], after: list[tuple[int, int]]) -
     return sorted(set(after) - set(before))
 
 
-def collapse(regions: list[tuple[int, int]], pace: float = 0.0,
-             stop: Callable[[], bool] | None = None) -> CollapseReport:
-    """Ask the kernel to back ``regions`` (from large_anonymous_regions) with huge pages, 2 MB at a time.
-
-    ``pace``: after each 2 MB, sleep ``pace`` times what it took (3 = the kernel copies a quarter of
-    the time): while it copies a range, a thread that touches that range waits, and it takes a core.
-    ``stop``: checked between ranges; True ends the pass early."""
+def collapse(regions: list[tuple[int, int]]) -> CollapseReport:
+    """Ask the kernel to back ``regions`` (from large_anonymous_regions) with huge pages, 2 MB at a time."""
     if not sys.platform.startswith("linux"):
         return CollapseReport(supported=False)
     started = time.perf_counter()
@@ -108,14 +103,7 @@ def collapse(regions: list[tuple[int, int]], pace: float = 0.0,
     report = CollapseReport(supported=True, regions=len(regions))
     for start, end in regions:
         for address in range(start, end, HUGE_PAGE):
-            if stop is not None and stop():
-                report.seconds = time.perf_counter() - started
-                return report
-            before = time.perf_counter()
-            done = madvise(address, HUGE_PAGE, MADV_COLLAPSE) == 0
-            if pace:
-                time.sleep(pace * (time.perf_counter() - before))
-            if done:
+            if madvise(address, HUGE_PAGE, MADV_COLLAPSE) == 0:
                 report.huge_bytes += HUGE_PAGE
             else:
                 report.refused_bytes += HUGE_PAGE

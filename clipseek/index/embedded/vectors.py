@@ -13,8 +13,8 @@ Who waits for whom:
 - a search reads the graph (shared lock) and scores the pending vectors exactly, so a frame is
   searchable the moment its commit returns; it waits at most for one small insertion batch;
 - a checkpoint pauses the inserting thread (never the searches) while it saves the graph; the graph is
-  written by a forked child, and the fork (which holds the GIL) is kept short by backing the graph with
-  2 MB pages first (hugepages.py: ~10 ms instead of 35-60 ms at a million frames).
+  written by a forked child, and the fork (which holds the GIL) is kept short by putting the loaded graph
+  in 2 MB pages at start-up (hugepages.py).
 
 Searches over few frames (a small library, or a filter on a few videos) are exact (numpy over the
 float16 copy), which also covers asking for more neighbours than the graph can return.
@@ -44,7 +44,6 @@ from clipseek.index.locks import ReadWriteLock
 logger = logging.getLogger("clipseek.index")
 
 CHECKPOINT_POINTER = "CHECKPOINT"
-HUGE_PAGES_PACE = 3.0  # the background huge-page passes sleep 3x what each 2 MB took (a quarter of a core)
 
 
 @dataclass
@@ -59,7 +58,7 @@ class HnswSettings:
     insert_threads: int = 0  # threads for insertion batches of 8 or more (0 = all cores)
     insert_batch_ms: float = 2.0  # the graph is locked for about this long per insertion batch (searches wait)
     max_pending: int = 2048  # commits wait while this many vectors wait for the graph (searched exactly meanwhile)
-    huge_pages: bool = True  # back the graph with 2 MB pages before a checkpoint forks (hugepages.py)
+    huge_pages: bool = True  # load the graph into 2 MB pages: a checkpoint's fork is then short (hugepages.py)
 
 
 def _grown(array: np.ndarray, size: int, fill) -> np.ndarray:
@@ -104,10 +103,7 @@ class HnswVectors:
         self._checkpoint_seq = 0
         self._checkpoint_bytes = 0
         self._logged_since = 0
-        self._huge_pages_said = False
         self._graph_memory: list[tuple[int, int]] = []  # hnswlib's large allocations (hugepages.py)
-        self._huge_pages_lock = threading.Lock()  # one pass at a time
-        self._closing = False
         self.max_label = size - 1
         self.missing = self._load()
         self._checkpoint_wanted = threading.Event()
@@ -147,6 +143,7 @@ class HnswVectors:
                                      allow_replace_deleted=True)
                 graph.set_ef(self.settings.ef_search)
                 self._graph = graph
+                self._use_huge_pages()
                 ids = np.asarray(graph.get_ids_list(), dtype=np.int64)
                 self._ensure(int(ids.max()) + 1 if len(ids) else 0)
                 self._in_graph[ids] = True
@@ -437,19 +434,6 @@ class HnswVectors:
                                         self.settings.checkpoint_fraction * self._checkpoint_bytes)
 
     def _checkpoint_loop(self) -> None:
-        if self.settings.huge_pages and self._graph is not None:
-            # the loaded graph, once what the log replayed is in it (paused insertion keeps the rest
-            # pending, and every search scores what is pending exactly)
-            while not (self._stopping or self._closing or self.wait_until_inserted(timeout_s=60)):
-                pass
-            with self._checkpoint_lock:  # a checkpoint also pauses and resumes insertion: one at a time
-                with self._work:
-                    self._paused = True
-                    self._work.wait_for(lambda: not self._busy)
-                try:
-                    self._use_huge_pages(pace=HUGE_PAGES_PACE)
-                finally:
-                    self._resume()
         while True:
             self._checkpoint_wanted.wait()
             self._checkpoint_wanted.clear()
@@ -475,7 +459,6 @@ class HnswVectors:
                     not (self._pending and self._pending[0][0] < watermark) and not self._busy))
                 self._paused = True
                 self._work.wait_for(lambda: not self._busy)
-            self._use_huge_pages(pace=HUGE_PAGES_PACE)  # what grew since the last pass
             name = f"ckpt-{closed_seq:06d}"
             tmp = self.folder / f"{name}.tmp"
             try:
@@ -513,15 +496,14 @@ class HnswVectors:
             logger.info("checkpoint %s: %d vectors, %.1f MB", name, len(labels), self._checkpoint_bytes / 2**20)
             return True
 
-    def _use_huge_pages(self, pace: float) -> None:
-        """The graph in 2 MB pages, so that a checkpoint's fork copies few page-table entries (the fork
-        holds the GIL: every search waits for it). Called with insertion paused: while the kernel copies a
-        2 MB range into a huge page, a thread touching that range waits, and an insertion touches ranges all
-        over the graph while it holds the graph's lock (beside a pass, single-vector insertions took
-        11-190 ms instead of 1-2 ms, and searches waited behind them). Searches go on: one waits at most
-        for the range being copied; the pass is paced (``pace``, hugepages.py) to leave them the CPU.
-        Passes: once after start-up, and before each checkpoint's fork (only what grew is left then)."""
-        if not self.settings.huge_pages or self._graph is None or self._closing:
+    def _use_huge_pages(self) -> None:
+        """At start-up, before anything searches: the loaded graph in 2 MB pages, so that a checkpoint's
+        fork copies few page-table entries (the fork holds the GIL: every search waits for it; at a
+        million frames 45-60 ms in 4 KB pages, 10-17 ms after this). Only here: while the kernel copies
+        a 2 MB range, a thread touching it waits, and passes beside searches and insertions made
+        both wait tens of ms (insertions 11-190 ms), more than the fork they would save once per
+        checkpoint. What the graph grows by later stays in 4 KB pages until the next start."""
+        if not self.settings.huge_pages or self._graph is None or not self._graph_memory:
             return
         try:
             regions = hugepages.overlap(self._graph_memory, hugepages.large_anonymous_regions())
@@ -529,16 +511,14 @@ class HnswVectors:
             return
         if not regions:  # a graph under hugepages.MIN_REGION: its fork is short anyway
             return
-        with self._huge_pages_lock:
-            report = hugepages.collapse(regions, pace=pace, stop=lambda: self._stopping or self._closing)
-        say = logger.debug if self._huge_pages_said else logger.info
-        self._huge_pages_said = True
+        report = hugepages.collapse(regions)
         if report.supported:
-            say("huge pages: %.0f MB of the index's memory in 2 MB pages, %.0f MB left in 4 KB pages "
-                "(%.2f s, pace %g)", report.huge_bytes / 2**20, report.refused_bytes / 2**20, report.seconds, pace)
+            logger.info("huge pages: %.0f MB of the index's graph in 2 MB pages, %.0f MB left in 4 KB pages "
+                        "(%.1f s)", report.huge_bytes / 2**20, report.refused_bytes / 2**20, report.seconds)
         else:
-            say("huge pages are not available here (needs Linux >= 6.1, MADV_COLLAPSE): a checkpoint's fork "
-                "copies the graph's page tables, and searches wait for it (~35-90 ms at a million frames)")
+            logger.info("huge pages are not available here (needs Linux >= 6.1, MADV_COLLAPSE): a checkpoint's "
+                        "fork copies the graph's page tables, and searches wait for it (~45-60 ms at a million "
+                        "frames)")
 
     def _resume(self) -> None:
         with self._work:
@@ -557,7 +537,6 @@ class HnswVectors:
 
     def close(self, checkpoint: bool = True) -> None:
         """Stop the background threads; write a checkpoint first when the log is long."""
-        self._closing = True  # no huge-page pass: the process is about to let go of this memory
         if checkpoint and self._logged_since > self.settings.checkpoint_min_mb * 2**20:
             self.wait_until_inserted()
             self.checkpoint()
