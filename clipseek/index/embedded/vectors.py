@@ -577,10 +577,6 @@ class _CheckpointWriter:
         self.pid = os.fork()
         if self.pid == 0:  # the child: no logging, no locks of the parent, only the writes
             os.close(self._read_fd)
-            try:  # background work: the parent's searches come first for the CPU (and, by nice, the disk)
-                os.nice(19)
-            except OSError:
-                pass
             code = 0
             try:
                 _write_checkpoint_files(graph, tmp, labels, rows, vecs, meta)
