@@ -5,10 +5,12 @@ fork gets is a benchmark's job: bench/index_stalls.py --huge-pages both.)"""
 
 from __future__ import annotations
 
-import ctypes
+import json
 import mmap
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from clipseek.index.embedded import hugepages
 from clipseek.index.embedded.vectors import HnswSettings, HnswVectors
 
 MB = 1 << 20
+REPO = Path(__file__).resolve().parent.parent
 
 MAPS = """\
 55c8f91ca000-55c8fb5fe000 rw-p 00000000 00:00 0                          [heap]
@@ -30,23 +33,22 @@ MAPS = """\
 """
 
 
-def test_only_large_private_writable_anonymous_mappings_count_trimmed_to_2_mb(tmp_path):
+def test_only_large_private_writable_anonymous_mappings_count_and_huge_pages_go_inside_2_mb_bounds(tmp_path):
     maps = tmp_path / "maps"
     maps.write_text(MAPS)
     regions = hugepages.large_anonymous_regions(64 * MB, maps=str(maps))
-    # the 256 MB one as is; the one starting 1 MB past a 2 MB boundary trimmed at both ends; the 4 MB
-    # one too small; heap, stack, read-only, shared and file-backed mappings never
-    assert regions == [(0x7F0000000000, 0x7F0010000000), (0x7F0020200000, 0x7F0030200000)]
+    # the 4 MB one too small; heap, stack, read-only, shared and file-backed mappings never
+    assert regions == [(0x7F0000000000, 0x7F0010000000), (0x7F0020100000, 0x7F0030200000)]
+    # the one starting 1 MB past a 2 MB boundary loses that first MB
+    assert hugepages.aligned(regions) == [(0x7F0000000000, 0x7F0010000000), (0x7F0020200000, 0x7F0030200000)]
+    assert hugepages.aligned([(0x7F0020100000, 0x7F0020300000)]) == []
 
 
-def test_what_an_allocation_added_and_what_is_left_of_noted_regions():
-    before = [(0, 8 * MB)]
-    after = [(0, 8 * MB), (64 * MB, 96 * MB)]
-    assert hugepages.regions_added(before, after) == [(64 * MB, 96 * MB)]
-    # a noted region that grew in place, merged with a neighbour, or went away
-    assert hugepages.overlap([(64 * MB, 96 * MB)], [(60 * MB, 128 * MB)]) == [(64 * MB, 96 * MB)]
-    assert hugepages.overlap([(64 * MB, 96 * MB)], [(80 * MB, 128 * MB)]) == [(80 * MB, 96 * MB)]
-    assert hugepages.overlap([(64 * MB, 96 * MB)], [(0, 8 * MB)]) == []
+def test_what_an_allocation_added():
+    before = [(0, 8 * MB), (200 * MB + 4096, 220 * MB)]
+    # a new mapping, and one that merged into its neighbour (same aligned inside, other bounds)
+    after = [(0, 8 * MB), (64 * MB, 96 * MB), (199 * MB, 220 * MB)]
+    assert hugepages.regions_added(before, after) == [(64 * MB, 96 * MB), (199 * MB, 220 * MB)]
 
 
 def kernel_can_collapse() -> bool:
@@ -99,30 +101,39 @@ def commit(vectors: HnswVectors, labels: np.ndarray, rows: np.ndarray) -> None:
     vectors.publish(labels, rows, np.zeros(0, dtype=np.int64))
 
 
-@pytest.fixture
-def allocations_mapped_as_a_real_graph():
-    """glibc gives an allocation a mapping of its own only above its mmap threshold, which grows with
-    what a process frees, up to 32 MB: a real graph (>= hugepages.MIN_REGION, 128 MB) always gets one,
-    a test-sized graph in a long test session may not. Fix the threshold at 1 MB for the test."""
-    libc = ctypes.CDLL(None)
-    m_mmap_threshold = -3  # malloc.h
-    if not hasattr(libc, "mallopt") or libc.mallopt(m_mmap_threshold, 1 << 20) != 1:
-        pytest.skip("not glibc: cannot make a test-sized graph a mapping of its own")
-    yield
-    libc.mallopt(m_mmap_threshold, 32 << 20)  # where glibc's own threshold ends up in a long-lived process
+# Loads the workspace in a fresh interpreter: in a long test session, glibc may serve a test-sized graph
+# (4 MB) from a free chunk of its heap instead of a mapping of its own; a real one (>= 128 MB) always
+# gets one, and so does a test-sized one in a fresh process (threshold fixed at 1 MB to be sure).
+LOAD_IN_A_FRESH_PROCESS = """
+import ctypes, json, sys
+import numpy as np
+ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+from clipseek.index.embedded import hugepages
+from clipseek.index.embedded.vectors import HnswSettings, HnswVectors
+hugepages.MIN_REGION = 2 << 20
+reports = []
+collapse = hugepages.collapse
+hugepages.collapse = lambda regions: reports.append(collapse(regions)) or reports[-1]
+folder, queries = sys.argv[1], np.load(sys.argv[2])
+rows = queries - 0.01
+vectors = HnswVectors(folder, HnswSettings(exact_below=0), np.arange(12000, dtype=np.int64))
+out = {"noted": vectors._graph_memory, "reports": [vars(r) for r in reports],
+       "found": [vectors.search(q, 5)[0].tolist() for q in queries]}
+new = np.arange(12000, 12000 + len(rows), dtype=np.int64)  # and it still grows
+vectors.log_append(new, -rows)
+vectors.publish(new, -rows, np.zeros(0, dtype=np.int64))
+vectors.wait_until_inserted(timeout_s=60)
+out["grown"] = [vectors.search(-q, 1)[0].tolist() for q in rows]
+vectors.close()
+print(json.dumps(out))
+"""
 
 
-@pytest.mark.usefixtures("allocations_mapped_as_a_real_graph")
 def test_a_graph_loaded_into_huge_pages_loses_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(hugepages, "MIN_REGION", 2 * MB)  # a test-sized graph counts as large
     reports: list[hugepages.CollapseReport] = []
     collapse = hugepages.collapse
-
-    def noted_collapse(regions):
-        reports.append(collapse(regions))
-        return reports[-1]
-
-    monkeypatch.setattr(hugepages, "collapse", noted_collapse)
+    monkeypatch.setattr(hugepages, "collapse", lambda regions: reports.append(collapse(regions)) or reports[-1])
     rng = np.random.default_rng(7)
     rows = rng.standard_normal((12000, 32)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
@@ -132,30 +143,29 @@ def test_a_graph_loaded_into_huge_pages_loses_nothing(tmp_path, monkeypatch):
     for start in range(0, len(rows), 2000):
         commit(vectors, labels[start:start + 2000], rows[start:start + 2000])
     assert vectors.wait_until_inserted(timeout_s=120)
-    if sys.platform.startswith("linux"):
-        # 12000 x (32 x 4 + 132 + 8) bytes, grown by resize_index: noted as the graph's
-        assert vectors._graph_memory
     assert vectors.checkpoint()
     assert not reports, "a pass ran beside searches and insertions (only a load may run one)"
     queries = rows[::997] + 0.01
     expected = [vectors.search(q, 5)[0].tolist() for q in queries]
     vectors.close(checkpoint=False)
+    np.save(tmp_path / "queries.npy", queries)
 
-    reopened = HnswVectors(tmp_path / "vectors", HnswSettings(exact_below=0), labels)
+    child = subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(tmp_path / "vectors"),
+                            str(tmp_path / "queries.npy")], capture_output=True, text=True, timeout=300,
+                           cwd=REPO)
+    assert child.returncode == 0, child.stderr[-3000:]
+    out = json.loads(child.stdout.strip().splitlines()[-1])
     if sys.platform.startswith("linux"):
-        # the loaded graph was put in huge pages before the constructor returned
-        assert len(reports) == 1 and reports[0].regions
+        # the loaded graph (16,024 x (32 x 4 + 132 + 8) bytes) was noted and put in huge pages before the
+        # constructor returned
+        assert out["noted"] and len(out["reports"]) == 1 and out["reports"][0]["regions"]
         if kernel_can_collapse():
-            assert reports[0].supported and reports[0].huge_bytes >= 2 * MB
-    assert [reopened.search(q, 5)[0].tolist() for q in queries] == expected
+            assert out["reports"][0]["supported"] and out["reports"][0]["huge_bytes"] >= 2 * MB
+    assert out["found"] == expected
     assert all(found[0] == label for found, label in zip(expected, labels[::997], strict=True))
-    commit(reopened, np.arange(12000, 12100, dtype=np.int64), rows[:100] * -1.0)  # and it still grows
-    assert reopened.wait_until_inserted(timeout_s=60)
-    assert reopened.search(rows[5] * -1.0, 1)[0].tolist() == [12005]
-    reopened.close()
+    assert out["grown"] == [[12000 + i] for i in range(len(queries))]
 
 
-@pytest.mark.usefixtures("allocations_mapped_as_a_real_graph")
 def test_no_pass_and_nothing_noted_when_huge_pages_are_off(tmp_path, monkeypatch):
     monkeypatch.setattr(hugepages, "MIN_REGION", 2 * MB)
     monkeypatch.setattr(hugepages, "collapse", lambda regions: pytest.fail("a pass ran with huge_pages=False"))

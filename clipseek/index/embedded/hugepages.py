@@ -48,7 +48,8 @@ class CollapseReport:
 
 def large_anonymous_regions(min_bytes: int | None = None, maps: str = "/proc/self/maps") -> list[tuple[int, int]]:
     """(start, end) of the private, writable, anonymous mappings of at least ``min_bytes`` (default
-    MIN_REGION), trimmed to 2 MB boundaries (a huge page must be aligned)."""
+    MIN_REGION), as the kernel lists them (a new allocation may have merged into a neighbour: compare
+    these, not their 2 MB-aligned insides)."""
     min_bytes = MIN_REGION if min_bytes is None else min_bytes
     regions = []
     with open(maps) as lines:
@@ -57,11 +58,19 @@ def large_anonymous_regions(min_bytes: int | None = None, maps: str = "/proc/sel
             if len(parts) != 5 or not parts[1].startswith("rw") or parts[1][3] != "p":
                 continue  # a file, [heap], [stack] or a shared mapping
             low, high = (int(x, 16) for x in parts[0].split("-"))
-            start = (low + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
-            end = high & ~(HUGE_PAGE - 1)
-            if end - start >= min_bytes:
-                regions.append((start, end))
+            if high - low >= min_bytes:
+                regions.append((low, high))
     return regions
+
+
+def aligned(regions: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The 2 MB-aligned inside of each region (a huge page must be aligned); empty ones dropped."""
+    out = []
+    for low, high in regions:
+        start, end = (low + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1), high & ~(HUGE_PAGE - 1)
+        if end > start:
+            out.append((start, end))
+    return out
 
 
 def _madvise():
@@ -73,17 +82,6 @@ def _madvise():
     return _libc.madvise
 
 
-def overlap(noted: list[tuple[int, int]], current: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The parts of the ``noted`` regions still inside a ``current`` one (mappings can merge or go)."""
-    out = []
-    for start, end in noted:
-        for low, high in current:
-            low, high = max(start, low), min(end, high)
-            if high - low >= HUGE_PAGE:
-                out.append((low, high))
-    return sorted(set(out))
-
-
 def regions_added(before: list[tuple[int, int]], after: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The large anonymous regions of ``after`` that ``before`` did not have: what an allocation made
     (hnswlib's graph: ``load_index``, ``init_index``, ``resize_index``)."""
@@ -91,7 +89,7 @@ def regions_added(before: list[tuple[int, int]], after: list[tuple[int, int]]) -
 
 
 def collapse(regions: list[tuple[int, int]]) -> CollapseReport:
-    """Ask the kernel to back ``regions`` (from large_anonymous_regions) with huge pages, 2 MB at a time."""
+    """Ask the kernel to back ``regions`` with huge pages, 2 MB at a time (their aligned insides)."""
     if not sys.platform.startswith("linux"):
         return CollapseReport(supported=False)
     started = time.perf_counter()
@@ -101,7 +99,7 @@ def collapse(regions: list[tuple[int, int]]) -> CollapseReport:
         logger.debug("huge pages: not available (%s)", exc)
         return CollapseReport(supported=False)
     report = CollapseReport(supported=True, regions=len(regions))
-    for start, end in regions:
+    for start, end in aligned(regions):
         for address in range(start, end, HUGE_PAGE):
             if madvise(address, HUGE_PAGE, MADV_COLLAPSE) == 0:
                 report.huge_bytes += HUGE_PAGE

@@ -287,23 +287,21 @@ class HnswVectors:
         with self._graph_lock.writing():
             if self._graph is None:
                 graph = hnswlib.Index(space=self.settings.space, dim=self.dim)
-                with self._graph_allocation():
-                    graph.init_index(max_elements=max(1024, 2 * len(labels)),
-                                     ef_construction=self.settings.ef_construction, M=self.settings.m,
-                                     allow_replace_deleted=True)
+                graph.init_index(max_elements=max(1024, 2 * len(labels)), ef_construction=self.settings.ef_construction,
+                                 M=self.settings.m, allow_replace_deleted=True)
                 graph.set_ef(self.settings.ef_search)
                 self._graph = graph
             graph = self._graph
             needed = graph.get_current_count() + len(labels)
             if needed > graph.get_max_elements():
-                with self._graph_allocation():
-                    graph.resize_index(max(needed, 2 * graph.get_max_elements()))
+                graph.resize_index(max(needed, 2 * graph.get_max_elements()))
             graph.add_items(vectors, labels, num_threads=threads, replace_deleted=True)
 
     @contextmanager
     def _graph_allocation(self):
-        """Note the large mappings hnswlib makes for the graph (compared before and after), so that a
-        huge-page pass touches the graph's memory and nothing else of the process."""
+        """Note the large mappings hnswlib makes for the graph it loads (compared before and after), so that
+        the huge-page pass touches the graph's memory and nothing else of the process. (Only the load is
+        watched: that is the one pass; hnswlib's init and resize are not.)"""
         if not self.settings.huge_pages:
             yield
             return
@@ -314,8 +312,7 @@ class HnswVectors:
             return
         yield
         after = hugepages.large_anonymous_regions()
-        self._graph_memory = sorted(set(hugepages.overlap(self._graph_memory, after)
-                                        + hugepages.regions_added(before, after)))
+        self._graph_memory = hugepages.regions_added(before, after)
 
     def _mark_deleted(self, labels: np.ndarray) -> None:
         if self._graph is None:
@@ -504,14 +501,8 @@ class HnswVectors:
         both wait tens of ms (insertions 11-190 ms), more than the fork they would save once per
         checkpoint. What the graph grows by later stays in 4 KB pages until the next start."""
         if not self.settings.huge_pages or self._graph is None or not self._graph_memory:
-            return
-        try:
-            regions = hugepages.overlap(self._graph_memory, hugepages.large_anonymous_regions())
-        except OSError:
-            return
-        if not regions:  # a graph under hugepages.MIN_REGION: its fork is short anyway
-            return
-        report = hugepages.collapse(regions)
+            return  # off, or a graph under hugepages.MIN_REGION (its fork is short anyway), or not Linux
+        report = hugepages.collapse(self._graph_memory)
         if report.supported:
             logger.info("huge pages: %.0f MB of the index's graph in 2 MB pages, %.0f MB left in 4 KB pages "
                         "(%.1f s)", report.huge_bytes / 2**20, report.refused_bytes / 2**20, report.seconds)
