@@ -79,29 +79,33 @@ def write_tiny_xlm_roberta(folder: Path) -> None:
         (folder / extra).unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="module")
-def tiny_hf_model(tmp_path_factory):
-    """(config file, model directory): an open_clip CLIP with a tiny XLM-RoBERTa text tower, its random
-    weights saved as open_clip saves a checkpoint, in a directory laid out as docs/models.md says."""
-    pytest.importorskip("transformers")
+def make_tiny_hf_model(root: Path, name: str, config: dict) -> tuple[Path, Path]:
+    """(config file, model directory): an open_clip CLIP with a tiny XLM-RoBERTa text tower built from
+    ``config``, its random weights (seed 0) saved as open_clip saves a checkpoint, in a directory laid
+    out as docs/models.md says."""
     import open_clip
     import torch
     from safetensors.torch import save_file
 
     from clipseek.model.open_clip_compat import hf_text_overrides
 
-    root = tmp_path_factory.mktemp("hf-model")
-    config_file = root / "tiny-xlmr-clip.json"
-    config_file.write_text(json.dumps(TINY_HF_CLIP))
-    folder = root / "tiny-xlmr-clip-weights"
+    config_file = root / f"{name}.json"
+    config_file.write_text(json.dumps(config))
+    folder = root / f"{name}-weights"
     folder.mkdir()
     write_tiny_xlm_roberta(folder)
     open_clip.add_model_config(config_file)
     torch.manual_seed(0)
-    model = open_clip.create_model("tiny-xlmr-clip", pretrained=None, pretrained_text=False,
-                                   **hf_text_overrides(TINY_HF_CLIP, folder, "both"))
+    model = open_clip.create_model(name, pretrained=None, pretrained_text=False,
+                                   **hf_text_overrides(config, folder, "both"))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     return config_file, folder
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_model(tmp_path_factory):
+    pytest.importorskip("transformers")
+    return make_tiny_hf_model(tmp_path_factory.mktemp("hf-model"), "tiny-xlmr-clip", TINY_HF_CLIP)
 
 
 def test_a_model_directory_resolves_to_its_checkpoint_and_text_files(tiny_hf_model):

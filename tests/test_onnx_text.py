@@ -13,7 +13,7 @@ import pytest
 from conftest import DEMO_WEIGHTS, REPO, TINY_MODEL
 from docarray import DocList
 from jina import Executor
-from test_models import TINY_HF_CLIP, write_tiny_xlm_roberta
+from test_models import TINY_HF_CLIP, make_tiny_hf_model
 
 from clipseek.docs import Query, TopicLabel
 from clipseek.model import onnx_text
@@ -59,25 +59,8 @@ def test_the_torch_free_bpe_tokenizer_gives_open_clips_ids(context_length, clean
 def tiny_hf_model(tmp_path_factory):
     """(config file, model directory) of an open_clip CLIP with a tiny random XLM-RoBERTa text tower."""
     pytest.importorskip("transformers")
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    from clipseek.model.open_clip_compat import hf_text_overrides
-
-    root = tmp_path_factory.mktemp("hf-onnx")
     config = {**TINY_HF_CLIP, "text_cfg": {**TINY_HF_CLIP["text_cfg"], "context_length": 12}}
-    config_file = root / "tiny-xlmr-onnx.json"
-    config_file.write_text(json.dumps(config))
-    folder = root / "tiny-xlmr-onnx-weights"
-    folder.mkdir()
-    write_tiny_xlm_roberta(folder)
-    open_clip.add_model_config(config_file)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-xlmr-onnx", pretrained=None, pretrained_text=False,
-                                   **hf_text_overrides(config, folder, "both"))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    return config_file, folder
+    return make_tiny_hf_model(tmp_path_factory.mktemp("hf-onnx"), "tiny-xlmr-onnx", config)
 
 
 def test_the_torch_free_hugging_face_tokenizer_gives_open_clips_ids(tiny_hf_model):
