@@ -56,6 +56,7 @@ class IndexerSettings:
     exact_search_below: int = 5000  # searches over fewer frames than this are exact (no graph)
     checkpoint_min_mb: float = 64.0  # the vector log grows at least this much between graph checkpoints ...
     checkpoint_fraction: float = 0.25  # ... or this share of the last checkpoint's size
+    huge_pages: bool = True  # load the graph into 2 MB pages (Linux >= 6.1): a checkpoint's fork stalls searches less
     max_top_k: int = 100  # largest top_k a search may ask for
     merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
     merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
@@ -73,7 +74,7 @@ class Indexer(ClipseekExecutor):
         s = self.settings
         hnsw = HnswSettings(m=s.hnsw_m, ef_construction=s.hnsw_ef_construction, ef_search=s.hnsw_ef_search,
                             exact_below=s.exact_search_below, checkpoint_min_mb=s.checkpoint_min_mb,
-                            checkpoint_fraction=s.checkpoint_fraction)
+                            checkpoint_fraction=s.checkpoint_fraction, huge_pages=s.huge_pages)
         backend = open_backend(s.index_backend, Path(os.path.expanduser(s.workspace)), hnsw=hnsw,
                                qdrant_url=s.qdrant_url, qdrant_api_key=s.qdrant_api_key,
                                collection=s.qdrant_collection, qdrant_shards=s.qdrant_shards,
