@@ -125,7 +125,8 @@ def add_search(report: Report, result) -> None:
         report.add(f"search {protocol.upper()} p95 {key}", p95, "ms", "")
         report.add(f"search {protocol.upper()} p99 {key}", p99, "ms", "")
     report.add(f"search recall@10 {key}", result.recall_at_10, "fraction", "hnsw (ef 256, k 100) vs exact")
-    report.add(f"text encode alone p50 {key}", result.parts["text_encode_p50_ms"], "ms", "in-process")
+    report.add(f"text encode alone p50 {key}", result.parts["text_encode_p50_ms"], "ms",
+               "in-process, the text encoder's default runtime")
     report.add(f"Library.search alone p50 {key}", result.parts["store_search_p50_ms"], "ms",
                "in-process: hnsw + clip assembly")
     if result.build_s:

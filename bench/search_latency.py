@@ -133,11 +133,17 @@ def ann_recall_at_10(path: Path, queries: int = RECALL_QUERIES, ef_search: int |
 
 
 def in_process_search(workspace: str, model: str, pretrained: str, queries: int = 100) -> dict:
-    """The two halves of a search without the Flow: text encoding, and Library.search (ms, p50)."""
+    """The two halves of a search without the Flow: text encoding (on the runtime and threads the text
+    encoder uses by default: ONNX Runtime on a CPU), and Library.search (ms, p50)."""
     from clipseek.index import open_library
     from clipseek.model.clip import load_clip
+    from clipseek.model.onnx_text import OnnxTextModel, OnnxUnavailable
+    from services.text_encoder.executor import TextEncoderSettings
 
-    clip = load_clip(model, pretrained)
+    try:
+        clip = OnnxTextModel(model, pretrained, TextEncoderSettings().onnx_threads)
+    except OnnxUnavailable:
+        clip = load_clip(model, pretrained, towers="text")
     library = open_library("embedded", Path(workspace))
     texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(queries)]
     encode_ms, search_ms = [], []

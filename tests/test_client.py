@@ -185,3 +185,26 @@ def test_bad_values_are_refused_before_anything_is_sent(monkeypatch):
                           (lambda: client.index(["/m/a.mp4"], chunk_s=float("nan")), "range length")]:
         with pytest.raises(QueryError, match=message):
             call()
+
+
+def test_fast_document_ids_reads_ids_as_docarray_does():
+    """The gateway, the executors and the gRPC client read document ids with one validator built once
+    (clipseek.engine.jina_compat.fast_document_ids): the same ids, of docarray's ID type, nested ones too."""
+    from docarray import DocList
+    from docarray.typing import ID
+    from pydantic import TypeAdapter
+
+    from clipseek.docs import Query, Segment
+    from clipseek.engine.jina_compat import fast_document_ids
+
+    fast_document_ids()
+    for given in ("abc", "0" * 32, "中文", 123):
+        assert ID.from_protobuf(given) == TypeAdapter(ID).validate_python(given)
+        assert type(ID.from_protobuf(given)) is ID
+    segments = DocList[Segment]([Segment(video_id="v", video="/m/v.mp4", start_s=1.0, end_s=2.0, score=0.5,
+                                         thumbnail_s=1.5) for _ in range(3)])
+    docs = DocList[Query]([Query(text="a dog", segments=segments), Query(text="一只狗")])
+    again = DocList[Query].from_protobuf(docs.to_protobuf())
+    assert [d.id for d in again] == [d.id for d in docs]
+    assert [s.id for s in again[0].segments] == [s.id for s in segments]
+    assert again[1].text == "一只狗" and again[0].segments[2].end_s == 2.0

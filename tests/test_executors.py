@@ -125,6 +125,17 @@ def test_text_encoder_refuses_empty_queries_and_truncates_huge_ones(text_encoder
     assert docs[3].embedding.shape == (64,)
 
 
+def test_text_encoder_runs_onnx_runtime_on_onnx_threads_and_refuses_a_negative_count(text_encoder):
+    from clipseek.model.onnx_text import OnnxTextModel
+
+    assert isinstance(text_encoder.clip, OnnxTextModel)  # a CPU in fp32: auto picks ONNX Runtime
+    assert text_encoder.clip.session.get_session_options().intra_op_num_threads == 2  # the default
+    three = load("text_encoder", model=TINY_MODEL, pretrained="none", onnx_threads=3)
+    assert three.clip.session.get_session_options().intra_op_num_threads == 3
+    with pytest.raises(ValueError, match="onnx_threads"):
+        load("text_encoder", model=TINY_MODEL, pretrained="none", onnx_threads=-1)
+
+
 def test_indexer_validates_top_k_and_video_filters(indexer, loader, image_encoder, text_encoder, media_dir):
     docs = image_encoder.encode(loader.load(DocList[VideoDoc]([VideoDoc(uri=str(media_dir / "cuts.mp4"))])))
     assert indexer.index(docs)[0].status == "indexed"

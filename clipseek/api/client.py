@@ -144,6 +144,9 @@ class ClipseekClient:
                 import grpc
                 from jina.proto import serializer
 
+                from clipseek.engine.jina_compat import fast_document_ids
+
+                fast_document_ids()  # answers are read with docarray: its id parsing, without a validator per call
                 target = self.address.removeprefix("grpc://")
                 channel = grpc.insecure_channel(target, options=[
                     ("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1),

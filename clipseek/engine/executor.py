@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     args.port_monitoring = args.port_monitoring[0]
     if uses_with:
         args.uses_with = json.loads(uses_with)
-    from clipseek.engine.jina_compat import skip_jina_start_lock
+    from clipseek.engine.jina_compat import fast_document_ids, skip_jina_start_lock
 
     skip_jina_start_lock()
+    fast_document_ids()
     ready = multiprocessing.Event()
     run(name=args.name, args=args, runtime_cls=args.runtime_cls, envs={}, is_started=multiprocessing.Event(),
         is_signal_handlers_installed=multiprocessing.Event(), is_shutdown=multiprocessing.Event(), is_ready=ready,

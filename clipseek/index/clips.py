@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class ScoredFrame:
+class ScoredFrame(NamedTuple):  # a tuple: a search builds hundreds (a frozen dataclass costs ~4x to make)
     time_s: float
     score: float
     is_hit: bool  # among the nearest neighbours of the query (a clip must start from one)
@@ -102,8 +102,7 @@ def rank(clips: list[tuple[str, Clip]], top_k: int) -> list[tuple[str, Clip]]:
 
 
 # -- from frame hits to clips ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FrameHit:
+class FrameHit(NamedTuple):
     """A frame among the nearest neighbours of the query."""
 
     video_id: str
@@ -139,13 +138,16 @@ def clips_from_hits(hits: list[FrameHit], shots: list[HitShot], durations: dict[
                     margin: Margin, top_k: int) -> list[tuple[str, Clip]]:
     """Ranked, non-overlapping clips inside their videos. A hit keeps its own score (the vector
     index's exact one); the other frames of a hit shot use the score in ``shots``."""
-    exact = {(h.video_id, round(h.time_s, 6)): h.score for h in hits}
+    exact: dict[str, dict[float, float]] = {}
+    for h in hits:
+        exact.setdefault(h.video_id, {})[round(h.time_s, 6)] = h.score
     per_video: dict[str, list[Clip]] = {}
     for shot in shots:
+        found = exact.get(shot.video_id, {})
         frames = []
         for time_s, score in zip(shot.times_s, shot.scores, strict=True):
-            key = (shot.video_id, round(time_s, 6))
-            frames.append(ScoredFrame(time_s, exact.get(key, score), key in exact))
+            hit = found.get(round(time_s, 6))
+            frames.append(ScoredFrame(time_s, score, False) if hit is None else ScoredFrame(time_s, hit, True))
         per_video.setdefault(shot.video_id, []).extend(clips_in_shot(shot.start_s, shot.end_s, frames, margin))
     results: list[tuple[str, Clip]] = []
     for video_id, clips in per_video.items():

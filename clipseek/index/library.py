@@ -546,7 +546,7 @@ class Library:
             return []
         records = {r.video_id: r for r in self.backend.videos(sorted({h.video_id for h in hits}))}
         spans = shots_of_hits(hits, {v: r.shot_starts for v, r in records.items()},
-                              {v: [shot.end_s for shot in r.shots] for v, r in records.items()})
+                              {v: r.shot_ends for v, r in records.items()})
         if topic:
             tagged = self.backend.shot_topics(sorted(records))
             spans = [(v, a, b) for v, a, b in spans if _topic_at(tagged.get(v, []), (a + b) / 2).lower()

@@ -82,6 +82,12 @@ class VideoRecord:
             self._derived["starts"] = [s.start_s for s in self.shots]
         return self._derived["starts"]
 
+    @property
+    def shot_ends(self) -> list[float]:
+        if "ends" not in self._derived:
+            self._derived["ends"] = [s.end_s for s in self.shots]
+        return self._derived["ends"]
+
     def covers(self, start_s: float, end_s: float) -> bool:
         return any(a <= start_s + RANGE_EPSILON_S and end_s - RANGE_EPSILON_S <= b for a, b in self.ranges)
 

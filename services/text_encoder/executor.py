@@ -4,8 +4,8 @@ Endpoints: ``/search`` (each Query's text), ``/topics`` (every prompt of each To
 ``embedding`` a prompt, for the indexer's zero-shot tagging). Everything else passes through. A query
 longer than the model's context is truncated by the tokenizer (the end-of-text token is kept), not
 refused. The text tower runs on ONNX Runtime (``text_runtime``: this process then never imports torch;
-clipseek.model.onnx_text) or on torch, on ``torch_threads`` threads. Embeddings of recent queries are kept
-(``query_cache_size``). A picture as the query (``image_base64``, or ``image_path`` under
+clipseek.model.onnx_text) on ``onnx_threads`` threads, or on torch, on ``torch_threads``. Embeddings of
+recent queries are kept (``query_cache_size``). A picture as the query (``image_base64``, or ``image_path`` under
 ``media_roots``) is embedded by the model's image tower, loaded here on the first such query (on ONNX Runtime
 when the text tower is: exported in the background at start; else with torch): /search stays off the image
 encoder, which is busy with /index batches and may be down while search is up.
@@ -45,7 +45,9 @@ class TextEncoderSettings:
     text_batch_size: int = 64  # queries per model call
     max_query_chars: int = 10000  # longer texts are cut here before tokenising (cheap guard)
     query_cache_size: int = 4096  # query embeddings remembered, least recently used dropped first; 0 = none
-    torch_threads: int = 1  # threads per model call (torch or ONNX Runtime): a query is too small to split; 0 = all
+    torch_threads: int = 1  # threads per model call on torch: with 2, busy cores made a query ~20x slower; 0 = all
+    # threads per ONNX Runtime call: 2 cut a query from ~15 to ~10 ms on idle cores, ~1 ms more when busy; 0 = all
+    onnx_threads: int = 2
     media_roots: list[str] = field(default_factory=lambda: ["."])  # where a query's image_path may point
 
 
@@ -58,6 +60,8 @@ class TextEncoder(ClipseekExecutor):
         s = self.settings
         if s.torch_threads < 0:
             raise ValueError(f"torch_threads must be 0 (torch's default) or more, got {s.torch_threads}")
+        if s.onnx_threads < 0:
+            raise ValueError(f"onnx_threads must be 0 (one per core) or more, got {s.onnx_threads}")
         self.clip = self._text_model()
         self.cache = QueryCache(s.query_cache_size)
         self._images = None  # the image tower, loaded on the first picture query
@@ -74,7 +78,7 @@ class TextEncoder(ClipseekExecutor):
                                       cuda_device_count() if s.device == "auto" else 0)
         if runtime == "onnx":
             try:
-                return OnnxTextModel(s.model, s.pretrained, s.torch_threads, self._onnx_cache_dir())
+                return OnnxTextModel(s.model, s.pretrained, s.onnx_threads, self._onnx_cache_dir())
             except OnnxUnavailable as exc:
                 if s.text_runtime == "onnx":
                     raise
@@ -159,7 +163,7 @@ class TextEncoder(ClipseekExecutor):
             if self._image_export is not None:
                 self._image_export.join()
                 try:
-                    self._images = OnnxImageModel(s.model, s.pretrained, s.torch_threads, self._onnx_cache_dir())
+                    self._images = OnnxImageModel(s.model, s.pretrained, s.onnx_threads, self._onnx_cache_dir())
                 except OnnxUnavailable as exc:
                     self.log.warning("picture queries fall back to torch for %s: %s", s.model, exc)
             if self._images is None:
