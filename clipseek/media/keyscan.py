@@ -90,10 +90,15 @@ class FrameShaper:
         out_w, out_h = max(1, round(info.width_px * scale)), max(1, round(info.height_px * scale))
         self.scaled = (out_h, out_w) if self.quarter_turns % 2 else (out_w, out_h)  # before rotation
         self.offset = ((size_px - out_h) // 2, (size_px - out_w) // 2)
+        # one scaler for every frame: VideoFrame.reformat makes a new one (and a new swscale context) per
+        # frame, which took ~1 ms a 720p frame against ~0.4 ms reused, with the same pixels
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
 
     def __call__(self, frame) -> np.ndarray:
         width, height = self.scaled
-        rgb = frame.reformat(width, height, "rgb24", interpolation="AREA").to_ndarray()
+        rgb = self._reformatter.reformat(frame, width, height, "rgb24", interpolation="AREA").to_ndarray()
         if self.quarter_turns:
             rgb = np.rot90(rgb, self.quarter_turns)
         canvas = np.zeros((self.size_px, self.size_px, 3), np.uint8)
