@@ -88,7 +88,7 @@ class PartsRun:
 def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: float | None = None,
                             batch_size: int = 32) -> PartsRun:
     """The loader's and the image encoder's work on ``video`` (in the client's ranges), one after the
-    other, in this process (run it through bench.worker)."""
+    other, in this process (run it through bench.worker), the encoder at the Flow's precision."""
     from clipseek.api.client import DEFAULT_CHUNK_S, plan_ranges
 
     chunk_s = chunk_s or DEFAULT_CHUNK_S
@@ -108,7 +108,12 @@ def decode_and_encode_alone(video: str, model: str, pretrained: str, chunk_s: fl
         scan = scan_range(video, info, sampling, size_px, start_s, end_s).scan
         pixels.extend(f.pixels for f in scan.frames)
     decode_s = time.perf_counter() - started
-    clip = load_clip(model, pretrained)
+    # the image encoder's precision and device as the Flow's gets them (CLIPSEEK_PRECISION, ...)
+    from clipseek.settings import load_settings
+    from services.image_encoder.executor import ImageEncoderSettings
+
+    settings = load_settings(ImageEncoderSettings)
+    clip = load_clip(model, pretrained, settings.device, settings.precision, towers="image")
     frames = np.stack(pixels)
     started = time.perf_counter()
     clip.encode_frames(frames, batch_size)

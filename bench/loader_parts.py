@@ -5,13 +5,16 @@ Prints, each the best of ``--repeat`` runs: ffmpeg's bare decode (``-f null``), 
 ``-skip_frame noref|bidir|nokey`` (frames the decoder may skip) and the frames each one leaves;
 ffmpeg delivering 224 px RGB frames to a pipe with the loader's argv, and with bilinear scaling (the loader's before
 this round); and the shot scan alone (``ShotSampler`` over frames already in memory) at the
-loader's detection size and at the full 224 px. Not part of ``bench/run.py``: a diagnostic for
+loader's detection size and at the full 224 px; last the loader's own path for the range (``scan_range``:
+keyframe-guided decoding with PyAV, shot scan, sampling), with a digest of the frames it picked and the
+shots it found (equal digests: the same pixels and cuts). Not part of ``bench/run.py``: a diagnostic for
 docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import sys
 import time
@@ -22,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import inputs  # noqa: E402
 from clipseek.media.ffmpeg_cmd import decode_argv, file_url  # noqa: E402
+from clipseek.media.scan import scan_range  # noqa: E402
 from clipseek.media.shots import SamplingSettings, scan_frames  # noqa: E402
 from clipseek.media.video import FrameReader, probe  # noqa: E402
 
@@ -72,6 +76,14 @@ def main() -> None:
         cuts = ", ".join(f"{s.start_s:.2f}" for s in shots[-1].shots[1:12])
         rows.append((f"shot scan alone, detect_px {detect_px} ({len(shots[-1].shots)} shots: {cuts}, ...)",
                      seconds))
+    scans: list = []
+    seconds = best_of(args.repeat, lambda: scans.append(scan_range(video, info, SamplingSettings(), 224, 0.0, end)))
+    scan = scans[-1].scan
+    digest = hashlib.sha256(repr([(s.start_s, s.end_s) for s in scan.shots]).encode())
+    for frame in scan.frames:
+        digest.update(repr(frame.time_s).encode() + frame.pixels.tobytes())
+    rows.append((f"the loader's scan_range ({len(scan.frames)} frames picked, {len(scan.shots)} shots, "
+                 f"digest {digest.hexdigest()[:16]})", seconds))
     print(f"{video.name}, first {end:.0f} s ({len(frames)} frames), best of {args.repeat}:")
     for label, seconds in rows:
         print(f"  {seconds:7.2f} s  {label}")

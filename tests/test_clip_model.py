@@ -1,5 +1,7 @@
 """Model loading and embedding, with a tiny random-weight model (plumbing, not meaning)."""
 
+import os
+
 import numpy as np
 import pytest
 from conftest import REPO, TINY_MODEL
@@ -343,3 +345,23 @@ def test_an_architecture_that_cannot_be_laid_out_on_meta_is_built_by_open_clip(t
     assert np.array_equal(text.encode_texts(["a red circle"]), tiny.encode_texts(["a red circle"]))
     image = ClipModel(resolve_model(TINY_MODEL, "none"), "cpu", "fp32", towers="image")  # open_clip's own init
     assert image.model.transformer is None and image.encode_frames(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 64)
+
+
+def test_the_encoders_openmp_threads_sleep_unless_the_environment_says_otherwise():
+    """A process that first imports torch by loading a model sets OMP_WAIT_POLICY=PASSIVE before the import
+    (clipseek.model.clip.sleep_between_parallel_regions); a value the user set is kept."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from clipseek.torch_free import keep_torch_out; keep_torch_out();"
+            "from clipseek.model.clip import load_clip; load_clip(sys.argv[1], 'none', 'cpu', 'fp32', towers='image');"
+            "import torch; print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    found = subprocess.run([sys.executable, "-c", code, TINY_MODEL], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.split()[-1] == "PASSIVE"
+    kept = subprocess.run([sys.executable, "-c", code, TINY_MODEL], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    assert kept.stdout.split()[-1] == "ACTIVE"

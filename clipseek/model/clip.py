@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,18 @@ def _weights_file(open_clip, spec: ModelSpec) -> tuple[str | None, dict]:
     return path, {k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag}
 
 
+def sleep_between_parallel_regions() -> bool:
+    """Before torch is first imported: its OpenMP threads sleep when they wait (``OMP_WAIT_POLICY=PASSIVE``)
+    unless the environment says otherwise. By default they spin for a while at every barrier, taking a
+    core from the loader decoding beside the image encoder: the 10-minute benchmark video through the
+    Flow took 6% less time with them sleeping (fp32), and the encoder alone ran as fast (docs/benchmarks.md).
+    False when torch is already imported (OpenMP read its settings then) or the variable is set."""
+    if sys.modules.get("torch") is not None or "OMP_WAIT_POLICY" in os.environ:
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True
+
+
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run the block with torch at ``count`` intra-op threads (0: as it is), then restore it."""
@@ -130,6 +143,7 @@ class ClipModel:
     def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto", towers: str = "both"):
         let_torch_in()  # this process runs a model: torch is welcome here (clipseek.torch_free) ...
         keep_compilers_out()  # ... but not triton, which it would never use
+        sleep_between_parallel_regions()
         import open_clip
         import torch
 
