@@ -5,7 +5,7 @@ it is needed (never at import time) and says why.
 - ``skip_jina_start_lock``: jina serialises executor start-ups of one class on a machine with a file
   lock it waits for without a timeout; a leftover process of an earlier run then blocks every start.
 - ``fast_document_ids``: docarray reads each document's id from protobuf through ``parse_obj_as``, which
-  builds a pydantic validator per call (~40 us); a search answer of 10 clips crossed it ~15 times.
+  builds a pydantic validator per call; a search answer of 10 clips crossed it ~15 times.
 - ``export_offline``: jina's Kubernetes export asks Jina Hub and Docker Hub about every image it writes
   down; clipseek's images are its own, so the lookups are replaced while the export runs.
 

@@ -91,7 +91,7 @@ class FrameShaper:
         self.scaled = (out_h, out_w) if self.quarter_turns % 2 else (out_w, out_h)  # before rotation
         self.offset = ((size_px - out_h) // 2, (size_px - out_w) // 2)
         # one scaler for every frame: VideoFrame.reformat makes a new one (and a new swscale context) per
-        # frame, which took ~1 ms a 720p frame against ~0.4 ms reused, with the same pixels
+        # frame; reused, the loader scanned 180 s of the benchmark video in 6.5 s instead of 8.6 (same pixels)
         from av.video.reformatter import VideoReformatter
 
         self._reformatter = VideoReformatter()

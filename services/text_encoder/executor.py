@@ -46,7 +46,7 @@ class TextEncoderSettings:
     max_query_chars: int = 10000  # longer texts are cut here before tokenising (cheap guard)
     query_cache_size: int = 4096  # query embeddings remembered, least recently used dropped first; 0 = none
     torch_threads: int = 1  # threads per model call on torch: with 2, busy cores made a query ~20x slower; 0 = all
-    # threads per ONNX Runtime call: 2 cut a query from ~15 to ~10 ms on idle cores, ~1 ms more when busy; 0 = all
+    # threads per ONNX Runtime call: 2 cut a query from ~17 to ~11 ms on idle cores, no slower on busy ones; 0 = all
     onnx_threads: int = 2
     media_roots: list[str] = field(default_factory=lambda: ["."])  # where a query's image_path may point
 
