@@ -2,10 +2,12 @@
 
 Two parts (``--only threads,flow``):
 
-- **threads**: the text tower alone on ONNX Runtime (as the text encoder runs it) with 1 and with 2
-  threads per call, on distinct queries one at a time, the two sessions taking turns query by query;
-  then the same while two other processes keep both cores busy (``--busy``: two spinning Python
-  processes, stopped by pid when the part ends).
+- **threads**: the text tower alone on ONNX Runtime (as the text encoder runs it) with 1 thread per
+  call, with 2 whose threads sleep between operators, and with 2 that spin during a call (the default),
+  on distinct queries one at a time with a 20 ms gap, the sessions taking turns query by query; wall
+  time of the call, and the process's CPU time per query including the gap (threads that spun on after a
+  call would show there); then the same while two other processes keep both cores busy (``--busy``: two
+  spinning Python processes, stopped by pid when the part ends).
 - **flow**: a Flow on a synthetic workspace of ``--frames`` frames (bench.search_latency.build_workspace,
   ViT-B-32 with random weights), once per ``--onnx-threads`` value (the text encoder's setting),
   ``--rounds`` times in turn. Per Flow and protocol: a search with a new text (the whole path) and with
@@ -55,23 +57,28 @@ def thread_part(queries: int, busy: bool) -> None:
     from bench.text_query import query_texts
     from clipseek.model.onnx_text import OnnxTextModel
 
-    models = {threads: OnnxTextModel(MODEL, "none", threads=threads) for threads in (1, 2)}
+    models = {"1 thread": OnnxTextModel(MODEL, "none", threads=1),
+              "2 threads, sleeping between operators": OnnxTextModel(MODEL, "none", threads=2, spin=False),
+              "2 threads, spinning during a call (the default)": OnnxTextModel(MODEL, "none", threads=2)}
     texts = query_texts(queries)
     for label, hogs in [("idle cores", 0)] + ([("both cores busy", 2)] if busy else []):
         spinning = busy_cores(hogs)
         try:
-            timings: dict[int, list[float]] = {1: [], 2: []}
+            timings: dict[str, list[float]] = {name: [] for name in models}
+            cpu_ms: dict[str, float] = {name: 0.0 for name in models}
+            names = list(models)
             for i, text in enumerate(texts):
-                order = (1, 2) if i % 2 else (2, 1)
-                for threads in order:
-                    started = time.perf_counter()
-                    models[threads].encode_texts([f"{text} {label}"])
-                    timings[threads].append((time.perf_counter() - started) * 1000)
+                for name in names[i % len(names):] + names[:i % len(names)]:  # each goes first in turn
+                    cpu, started = time.process_time(), time.perf_counter()
+                    models[name].encode_texts([f"{text} {label}"])
+                    timings[name].append((time.perf_counter() - started) * 1000)
+                    time.sleep(0.02)  # a gap as between searches: threads still spinning would show as CPU here
+                    cpu_ms[name] += (time.process_time() - cpu) * 1000
         finally:
             stop(spinning)
-        for threads, values in timings.items():
-            print(f"  text tower on ONNX Runtime, {threads} thread{'s' if threads > 1 else ''}, {label}: "
-                  f"{_stats(values)}  ({len(values)} queries)")
+        for name, values in timings.items():
+            print(f"  text tower on ONNX Runtime, {name}, {label}: {_stats(values)}, "
+                  f"CPU {cpu_ms[name] / len(values):.1f} ms a query ({len(values)} queries)")
 
 
 def executor_ports(root_pid: int) -> dict[str, str]:

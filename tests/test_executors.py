@@ -129,7 +129,11 @@ def test_text_encoder_runs_onnx_runtime_on_onnx_threads_and_refuses_a_negative_c
     from clipseek.model.onnx_text import OnnxTextModel
 
     assert isinstance(text_encoder.clip, OnnxTextModel)  # a CPU in fp32: auto picks ONNX Runtime
-    assert text_encoder.clip.session.get_session_options().intra_op_num_threads == 2  # the default
+    options = text_encoder.clip.session.get_session_options()
+    assert options.intra_op_num_threads == 2  # the default
+    # its threads spin between the operators of a call, and stop when the call returns
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     three = load("text_encoder", model=TINY_MODEL, pretrained="none", onnx_threads=3)
     assert three.clip.session.get_session_options().intra_op_num_threads == 3
     with pytest.raises(ValueError, match="onnx_threads"):

@@ -164,16 +164,21 @@ class ExportInfo:
             raise ValueError(f"{path}: not a clipseek tower export ({exc})") from exc
 
 
-def open_session(path: Path, threads: int, tower: str = "text"):
-    """An ONNX Runtime session on ``path`` (CPU) and its ExportInfo; raises on a file that does not load."""
+def open_session(path: Path, threads: int, tower: str = "text", spin: bool = True):
+    """An ONNX Runtime session on ``path`` (CPU) and its ExportInfo; raises on a file that does not load.
+
+    ``spin``: the session's threads spin between the operators of a call and stop when the call returns
+    (``force_spinning_stop``); sleeping between operators too (False) made a ViT-B-32 query ~5 ms slower on
+    two threads for ~3 ms less CPU (``python bench/search_split.py --only threads``)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(threads, 0)  # 0: one per core
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # A query is a few tokens: threads that spin between calls only take the cores from the other services.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Threads that spun on after a call would take the cores from the other services between queries.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3  # errors only: its warnings about unused initializers are noise
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     info = ExportInfo.from_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
@@ -197,18 +202,18 @@ def ensure_exported(spec: ModelSpec, model: str, pretrained: str | None, cache_d
 
 
 def load_or_export(spec: ModelSpec, model: str, pretrained: str | None, cache_dir: Path, threads: int,
-                   tower: str = "text"):
+                   tower: str = "text", spin: bool = True):
     """(session, ExportInfo) of the cached export of ``spec``'s ``tower``, exported first when missing or
     unreadable."""
     path = cache_file(spec, cache_dir, tower)
     if path.is_file():
         try:
-            return open_session(path, threads, tower)
+            return open_session(path, threads, tower, spin)
         except Exception as exc:  # noqa: BLE001  # onnxruntime raises its own types for bad files; all mean "rebuild"
             logger.warning("the cached ONNX %s tower %s does not load (%s): exporting it again", tower, path, exc)
             path.unlink()
     ensure_exported(spec, model, pretrained, cache_dir, tower)
-    return open_session(path, threads, tower)
+    return open_session(path, threads, tower, spin)
 
 
 def cut_columns(tokens: np.ndarray, trim: str, pad_id: int) -> np.ndarray:
@@ -232,7 +237,8 @@ class OnnxTextModel:
     device = "cpu"
     towers = "text"
 
-    def __init__(self, model: str, pretrained: str | None, threads: int = 1, cache_dir: Path | None = None):
+    def __init__(self, model: str, pretrained: str | None, threads: int = 1, cache_dir: Path | None = None,
+                 spin: bool = True):
         self.spec = resolve_model(model, pretrained)
         config = model_config(self.spec)
         if not config:
@@ -244,7 +250,7 @@ class OnnxTextModel:
         self.context_length = self.tokenizer.context_length
         self.text_threads = threads
         self.cache_dir = cache_dir or default_cache_dir()
-        self.session, self.info = load_or_export(self.spec, model, pretrained, self.cache_dir, threads, "text")
+        self.session, self.info = load_or_export(self.spec, model, pretrained, self.cache_dir, threads, "text", spin)
         self.identity = self.info.identity
         self.embed_dim = self.info.embed_dim
         self.encode_texts(["a"])  # warm-up: the first run of a session allocates its buffers
