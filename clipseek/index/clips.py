@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
-class ScoredFrame(NamedTuple):  # a tuple: a search builds hundreds (a frozen dataclass costs ~4x to make)
+class ScoredFrame(NamedTuple):  # a tuple: a search builds hundreds, and a tuple is quicker to make
     time_s: float
     score: float
     is_hit: bool  # among the nearest neighbours of the query (a clip must start from one)
