@@ -61,3 +61,17 @@ def test_quick_benchmark_prints_every_row_with_positive_finite_numbers(tmp_path)
     written = output.read_text()
     assert "<!-- bench:results:start -->" in written and "| search HTTP p50 [" in written
     assert "Machine: " in written and "python bench/run.py --quick" in written
+
+
+def test_index_ab_reads_each_variant_as_a_name_and_its_environment():
+    import argparse
+
+    from bench.index_ab import parse_variant
+
+    assert parse_variant("sleeping:") == ("sleeping", {})
+    assert parse_variant("spinning:OMP_WAIT_POLICY=") == ("spinning", {"OMP_WAIT_POLICY": ""})
+    assert parse_variant("one:OMP_NUM_THREADS=1,CLIPSEEK_PRECISION=fp32") == (
+        "one", {"OMP_NUM_THREADS": "1", "CLIPSEEK_PRECISION": "fp32"})
+    for bad in (":A=1", "name:A", "name:=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_variant(bad)
