@@ -35,11 +35,14 @@ def fast_document_ids() -> None:
     from docarray.typing import ID
     from pydantic import TypeAdapter
 
+    if getattr(ID.from_protobuf, "_clipseek", False):  # every gRPC client calls it: patch once
+        return
     adapter = TypeAdapter(ID)
 
     def from_protobuf(cls: type, pb_msg: str) -> ID:
         return adapter.validate_python(pb_msg) if cls is ID else TypeAdapter(cls).validate_python(pb_msg)
 
+    from_protobuf._clipseek = True  # type: ignore[attr-defined]
     ID.from_protobuf = classmethod(from_protobuf)
 
 
