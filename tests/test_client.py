@@ -208,3 +208,43 @@ def test_fast_document_ids_reads_ids_as_docarray_does():
     assert [d.id for d in again] == [d.id for d in docs]
     assert [s.id for s in again[0].segments] == [s.id for s in segments]
     assert again[1].text == "一只狗" and again[0].segments[2].end_s == 2.0
+
+
+def test_cheap_request_graphs_copy_per_request_state_and_share_the_rest():
+    """The gateway copies jina's topology graph once per request (clipseek.engine.jina_compat.
+    cheap_request_graphs): each copy has its own nodes, chained as in the template, and its own
+    per-request state; what is set once at start-up is shared, not copied."""
+    import copy
+
+    from jina.serve.runtimes.gateway.graph.topology_graph import TopologyGraph
+
+    from clipseek.engine.jina_compat import cheap_request_graphs
+
+    cheap_request_graphs()
+    cheap_request_graphs()  # patching twice is patching once
+    graph = TopologyGraph({"start-gateway": ["text_encoder"], "text_encoder": ["indexer"],
+                           "indexer": ["end-gateway"]})
+    for node in graph.all_nodes:
+        node.endpoints = ["/search", "/index"]
+    graph._origin_nodes[0].start_time = "set before the copy"
+    one, two = copy.deepcopy(graph), copy.deepcopy(graph)
+    originals = {node.name: node for node in graph.all_nodes}
+    for copied in (one, two):
+        assert copied is not graph and copied._origin_nodes[0] is not graph._origin_nodes[0]
+        chain, node = [], copied._origin_nodes[0]
+        while node.outgoing_nodes:
+            chain.append((node.name, type(node).__name__))
+            node = node.outgoing_nodes[0]
+        chain.append((node.name, type(node).__name__))
+        assert chain == [("text_encoder", "_ReqReplyNode"), ("indexer", "_ReqReplyNode"),
+                         ("__end_gateway__", "_EndGatewayNode")]
+        for node in copied.all_nodes:
+            assert node is not originals[node.name]
+            assert node.endpoints is originals[node.name].endpoints  # shared, set once
+            assert node.logger is originals[node.name].logger
+            assert node.parts_to_send == [] and node.parts_to_send is not originals[node.name].parts_to_send
+        assert copied._origin_nodes[0].start_time == "set before the copy"
+    one._origin_nodes[0].parts_to_send.append("a request")
+    one._origin_nodes[0].status = "failed"
+    assert two._origin_nodes[0].parts_to_send == [] and graph._origin_nodes[0].parts_to_send == []
+    assert two._origin_nodes[0].status is None and graph._origin_nodes[0].status is None

@@ -355,9 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     from jina_cli.api import gateway
 
     from clipseek.engine.executor import exit_with_parent
-    from clipseek.engine.jina_compat import fast_document_ids
+    from clipseek.engine.jina_compat import cheap_request_graphs, fast_document_ids
 
     fast_document_ids()
+    cheap_request_graphs()
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = exit_with_parent(argv)
     gateway(gateway_args(argv))

@@ -6,6 +6,9 @@ it is needed (never at import time) and says why.
   lock it waits for without a timeout; a leftover process of an earlier run then blocks every start.
 - ``fast_document_ids``: docarray reads each document's id from protobuf through ``parse_obj_as``, which
   builds a pydantic validator per call; a search answer of 10 clips crossed it ~15 times.
+- ``cheap_request_graphs``: jina's gateway deep-copies its whole topology graph for every request
+  (each executor's endpoint list, document models and logger included) to get fresh per-request
+  state; the copies now share what no request changes.
 - ``export_offline``: jina's Kubernetes export asks Jina Hub and Docker Hub about every image it writes
   down; clipseek's images are its own, so the lookups are replaced while the export runs.
 
@@ -44,6 +47,41 @@ def fast_document_ids() -> None:
 
     from_protobuf._clipseek = True  # type: ignore[attr-defined]
     ID.from_protobuf = classmethod(from_protobuf)
+
+
+def cheap_request_graphs() -> None:
+    """``copy.deepcopy`` of jina's ``TopologyGraph`` (done once per request by the gateway's request
+    handler) copies the graph's nodes and their per-request state only, sharing with the template what
+    is set once at start-up (endpoints, document models, metadata, logger). A node's per-request state is
+    what its ``get_leaf_req_response_tasks`` changes: ``parts_to_send`` (filled in place; a new list
+    here), ``start_time``, ``end_time``, ``status``, ``result_in_params_returned`` (assigned, never
+    changed in place: a copy starts from the template's values, as a deep copy would)."""
+    import copy
+
+    from jina.serve.runtimes.gateway.graph.topology_graph import TopologyGraph
+
+    node_class = TopologyGraph._ReqReplyNode
+    if getattr(node_class, "_clipseek_copy", False):
+        return
+
+    def copy_node(self: object, memo: dict) -> object:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(self.__dict__)
+        new.parts_to_send = copy.deepcopy(self.parts_to_send, memo)
+        new.outgoing_nodes = [copy.deepcopy(node, memo) for node in self.outgoing_nodes]
+        return new
+
+    def copy_graph(self: object, memo: dict) -> object:
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(self.__dict__)
+        new._origin_nodes = [copy.deepcopy(node, memo) for node in self._origin_nodes]
+        return new
+
+    node_class.__deepcopy__ = copy_node
+    node_class._clipseek_copy = True
+    TopologyGraph.__deepcopy__ = copy_graph
 
 
 @contextlib.contextmanager
