@@ -179,6 +179,8 @@ def engine_stages(settings: ServeSettings, overrides: dict[str, Any] | None = No
         argv = [*TORCH_FREE, "clipseek.engine.executor", "--uses", executor["uses"], "--name", name,
                 "--host", EXECUTOR_HOST, "--port", str(port),
                 "--uses-with-json", json.dumps(executor.get("uses_with") or {})]
+        if executor.get("allow_concurrent"):  # else jina runs the executor's requests one at a time
+            argv.append("--allow-concurrent")
         target = f"grpc://{EXECUTOR_HOST}:{port}"
         stage.append(ProcessSpec(name, argv, lambda target=target: check_health(target, 1.0) is None, dict(quiet)))
     host = settings.host
