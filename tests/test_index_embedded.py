@@ -359,3 +359,16 @@ def test_a_migration_cut_short_starts_again_from_the_old_snapshot(tmp_path, monk
     library = open_library(workspace)
     assert library.frame_count() == json.loads((LEGACY / "expected.json").read_text())["num_frames"]
     library.close()
+
+
+def test_float16_vectors_read_as_float32_by_table_give_numpys_values():
+    """The search reads the float16 copy through a lookup table (numpy's cast is slow): every bit
+    pattern gives what ``astype(np.float32)`` gives, NaNs and infinities included, in any shape."""
+    from clipseek.index.embedded.vectors import as_float32
+
+    every = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    assert np.array_equal(as_float32(every), every.astype(np.float32), equal_nan=True)
+    assert as_float32(every).dtype == np.float32
+    rows = np.random.default_rng(3).standard_normal((7, 512)).astype(np.float16)
+    assert np.array_equal(as_float32(rows[::2]), rows[::2].astype(np.float32))  # a strided view too
+    assert as_float32(rows[::2]).shape == (4, 512)

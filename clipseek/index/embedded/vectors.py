@@ -44,6 +44,14 @@ from clipseek.index.locks import ReadWriteLock
 logger = logging.getLogger("clipseek.index")
 
 CHECKPOINT_POINTER = "CHECKPOINT"
+# Every float16 bit pattern as float32: numpy's own float16 cast is not vectorised on x86 (1.1 ms for the
+# ~1,200 frame vectors a search scores at 1M frames); a table lookup gives the same values in ~0.7 ms.
+_FLOAT16_AS_FLOAT32 = np.arange(2**16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+def as_float32(half: np.ndarray) -> np.ndarray:
+    """``half.astype(np.float32)`` (same values, NaNs included) by table lookup."""
+    return np.take(_FLOAT16_AS_FLOAT32, np.ascontiguousarray(half).view(np.uint16))
 
 
 @dataclass
@@ -400,7 +408,7 @@ class HnswVectors:
         rows = row[labels]
         scores = np.empty(len(labels), dtype=np.float32)
         for start in range(0, len(labels), 65536):
-            scores[start:start + 65536] = vecs[rows[start:start + 65536]].astype(np.float32) @ query
+            scores[start:start + 65536] = as_float32(vecs[rows[start:start + 65536]]) @ query
         if len(labels) > k:
             top = np.argpartition(-scores, k - 1)[:k]
         else:
@@ -418,7 +426,7 @@ class HnswVectors:
             return np.zeros((0,) if query.ndim == 1 else (0, len(query)), dtype=np.float32)
         out = []
         for start in range(0, len(labels), 65536):
-            block = vecs[row[labels[start:start + 65536]]].astype(np.float32)
+            block = as_float32(vecs[row[labels[start:start + 65536]]])
             out.append(block @ (query if query.ndim == 1 else query.T))
         return np.concatenate(out)
 
