@@ -65,12 +65,12 @@ def test_ranges_cover_the_video_in_equal_steps():
     assert plan_ranges(250.0, 120.0) == [(0.0, 83.333), (83.333, 166.667), (166.667, None)]
 
 
-def test_two_requests_are_in_flight_and_outcomes_come_back_in_order():
+def test_three_requests_are_in_flight_and_outcomes_come_back_in_order():
     flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 50.0, "/m/c.mp4": 130.0})
     files, progress = [], []
     report = flow.index(["/m/a.mp4", "/m/missing.mp4", "/m/b.mp4", "/m/c.mp4"], chunk_s=100.0,
                         on_file=lambda o: files.append(o.path), on_progress=lambda p, d, t: progress.append(d))
-    assert flow.most_in_flight == 2
+    assert flow.most_in_flight == 3
     assert [o.path for o in report.outcomes] == files == ["/m/a.mp4", "/m/missing.mp4", "/m/b.mp4", "/m/c.mp4"]
     assert [o.status for o in report.outcomes] == ["indexed", "failed", "indexed", "indexed"]
     assert "no such file" in report.outcomes[1].error
@@ -88,7 +88,7 @@ def test_in_flight_one_sends_one_request_at_a_time():
 
 def test_a_failed_range_stops_that_video_only():
     flow = FakeFlow({"/m/a.mp4": 500.0, "/m/b.mp4": 200.0}, fail={"/m/a.mp4": 100.0})
-    report = flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0)
+    report = flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0, in_flight=2)
     a, b = report.outcomes
     assert a.status == "failed" and "could not decode [100.0, 200.0)" in a.error
     assert b.status == "indexed"
@@ -102,7 +102,7 @@ def test_a_flow_that_goes_away_stops_the_run_without_waiting_for_requests_under_
                     slow={("/m/a.mp4", 200.0): 5.0})
     started = time.perf_counter()
     with pytest.raises(FlowUnavailableError):
-        flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0)
+        flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0, in_flight=2)
     assert time.perf_counter() - started < 2.0  # the 5 s request still under way is not waited for
     assert ("/m/a.mp4", 200.0) in flow.sent and ("/m/b.mp4", 0.0) not in flow.sent
 

@@ -150,6 +150,16 @@ def test_every_process_of_the_engine_listens_on_loopback_only(engine):
     assert engine.process.pid not in sockets  # the supervisor itself listens on nothing
 
 
+def test_executors_that_flow_yml_marks_allow_concurrent_run_requests_concurrently(engine):
+    """flow.yml's ``allow_concurrent: true`` (the indexer: a search must not queue behind an /index; the
+    loader: ranges in flight decode side by side) reaches the executor's process; without it jina runs an
+    executor's requests one at a time."""
+    names = engine.executor_pids()
+    flags = {name: b"--allow-concurrent" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+             for name, pid in names.items() if name != "gateway"}
+    assert flags == {"video_loader": True, "image_encoder": False, "text_encoder": False, "indexer": True}
+
+
 def test_the_api_key_is_required_over_http_and_grpc(engine, media_dir):
     body = {"data": [{"text": "a red screen", "top_k": 1}]}
     assert httpx.post(f"{engine.http}/search", json=body, trust_env=False, timeout=60).status_code == 401

@@ -130,3 +130,28 @@ def test_the_frames_chosen_do_not_depend_on_how_the_video_is_split_into_ranges(g
         return times
 
     assert frame_times(chunk_s) == frame_times(120.0)
+
+
+def test_ranges_read_side_by_side_give_what_they_give_one_at_a_time(gop_video):
+    """The loader serves the ranges in flight concurrently (flow.yml: allow_concurrent): ranges of one
+    video read on threads through one MediaSource give the same shots, frame times and pixels as the
+    same ranges read one after the other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipseek.media.source import MediaSource
+
+    path, _ = gop_video
+    info = probe(path)
+    ranges = plan_ranges(info.duration_s, 7.0)
+    assert len(ranges) >= 3
+
+    def read(source: MediaSource, span: tuple[float, float | None]):
+        scan = source.read_range(str(path), *span).result.scan
+        return ([(round(s.start_s, 3), round(s.end_s, 3)) for s in scan.shots],
+                [(round(f.time_s, 3), f.pixels.tobytes()) for f in scan.frames])
+
+    alone = [read(MediaSource([str(path.parent)], SamplingSettings(), 64), span) for span in ranges]
+    shared = MediaSource([str(path.parent)], SamplingSettings(), 64)
+    with ThreadPoolExecutor(len(ranges) * 2) as pool:
+        together = list(pool.map(lambda span: read(shared, span), ranges * 2))
+    assert together == alone * 2

@@ -13,6 +13,7 @@ videos); a video whose container does not say how long it is ends with its last 
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -82,6 +83,7 @@ class MediaSource:
         self.extensions = list(extensions)
         self.keyframe_scan, self.max_keyframe_gap_s = keyframe_scan, max_keyframe_gap_s
         self._known: OrderedDict[tuple, list] = OrderedDict()  # see _cached
+        self._known_lock = threading.Lock()  # the loader serves ranges concurrently (flow.yml)
 
     def resolve(self, uri: str) -> Path:
         return resolve_media_path(uri, self.roots)
@@ -104,12 +106,17 @@ class MediaSource:
         of them cost about a second a range; thumbnails probed the file each time."""
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
-        entry = self._known.get(key)
+        with self._known_lock:
+            entry = self._known.get(key)
         if entry is None:
-            entry = self._known[key] = [stat, probe(path), None]
-            while len(self._known) > self.KNOWN_FILES:
-                self._known.popitem(last=False)
-        self._known.move_to_end(key)
+            probed = [stat, probe(path), None]  # outside the lock: ranges of other files go on meanwhile
+            with self._known_lock:
+                entry = self._known.setdefault(key, probed)
+                while len(self._known) > self.KNOWN_FILES:
+                    self._known.popitem(last=False)
+        with self._known_lock:
+            if key in self._known:
+                self._known.move_to_end(key)
         return entry
 
     def describe(self, path: Path) -> VideoFile:
