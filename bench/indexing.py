@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import free_port, median, python_children_peak_rss_mb
+from bench.measure import free_port, median, python_children_peak_rss_mb, tree_cpu_seconds
 from bench.worker import run_in_child
 
 
@@ -20,6 +20,7 @@ class FlowIndexRun:
     frames: int
     shots: int
     peak_rss_mb: dict[int, float]  # pid -> VmHWM of each Python process of the Flow
+    cpu_s: float = 0.0  # CPU seconds the Flow's processes spent while indexing (all cores)
 
     @property
     def max_rss_mb(self) -> float:
@@ -44,13 +45,16 @@ def index_with(flow, video: Path, chunk_s: float | None = None) -> FlowIndexRun:
     from clipseek.api.client import DEFAULT_CHUNK_S, ClipseekClient
 
     client = ClipseekClient(flow.http)
+    cpu_before = tree_cpu_seconds(os.getpid())
     started = time.perf_counter()
     report = client.index([str(video)], force=True, chunk_s=chunk_s or DEFAULT_CHUNK_S)
     wall_s = time.perf_counter() - started
+    cpu_s = tree_cpu_seconds(os.getpid()) - cpu_before
     outcome = report.outcomes[0]
     if outcome.status != "indexed":
         raise RuntimeError(f"indexing {video} failed: {outcome.status} {outcome.error}")
-    return FlowIndexRun(wall_s, outcome.num_frames, outcome.num_shots, python_children_peak_rss_mb(os.getpid()))
+    return FlowIndexRun(wall_s, outcome.num_frames, outcome.num_shots, python_children_peak_rss_mb(os.getpid()),
+                        cpu_s)
 
 
 def index_through_flow(video: Path, model: str, pretrained: str, overrides: dict | None = None,
@@ -67,7 +71,8 @@ def index_in_fresh_process(video: str, model: str, pretrained: str, overrides: d
     process that has no threads yet (forking a process that already ran a Flow, with its gRPC
     threads, deadlocked the children now and then)."""
     run = index_through_flow(Path(video), model, pretrained, overrides, chunk_s)
-    return {"wall_s": run.wall_s, "frames": run.frames, "shots": run.shots, "peak_rss_mb": run.peak_rss_mb}
+    return {"wall_s": run.wall_s, "frames": run.frames, "shots": run.shots, "peak_rss_mb": run.peak_rss_mb,
+            "cpu_s": run.cpu_s}
 
 
 def index_in_child(video: Path, model: str, pretrained: str, overrides: dict | None = None,
@@ -75,7 +80,7 @@ def index_in_child(video: Path, model: str, pretrained: str, overrides: dict | N
     done = run_in_child("flow_index", video=str(video), model=model, pretrained=pretrained, overrides=overrides,
                         chunk_s=chunk_s)
     return FlowIndexRun(done["wall_s"], done["frames"], done["shots"],
-                        {int(pid): mb for pid, mb in done["peak_rss_mb"].items()})
+                        {int(pid): mb for pid, mb in done["peak_rss_mb"].items()}, done.get("cpu_s", 0.0))
 
 
 @dataclass

@@ -111,5 +111,21 @@ def python_children_peak_rss_mb(root: int) -> dict[int, float]:
             if "python" in process_title(pid).split(" ")[0] or "jina" in process_title(pid)}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and of its children it has waited for (e.g. ffmpeg helpers),
+    in seconds; 0 when the process is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # after the name: state is field 3 of proc(5), so utime, stime, cutime, cstime (14-17) are 11-14 here
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of every live process below ``root`` (read twice and subtract to time a span)."""
+    return sum(cpu_seconds(pid) for pid in descendants(root))
+
+
 def self_peak_rss_mb() -> float:
     return peak_rss_mb(os.getpid())

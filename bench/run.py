@@ -68,6 +68,10 @@ def add_indexing(report: Report, result: IndexingResult) -> None:
                "VmHWM of the Flow's Python processes")
     report.add(f"index peak RSS, all Flow processes {key}", median([r.total_rss_mb for r in result.ours]),
                "MiB", "sum of the VmHWM of each process")
+    report.add(f"index CPU time, all Flow processes {key}", median([r.cpu_s for r in result.ours]), "s",
+               "user + system, while indexing")
+    report.add(f"index cores busy {key}", median([r.cpu_s / r.wall_s for r in result.ours]), "cores",
+               f"CPU time / wall; this machine has {os.cpu_count()}")
     if result.parts:
         report.add(f"decode + shot scan alone {key}", result.decode_s, "s", "loader's work, in one process")
         report.add(f"encode alone {key}", result.encode_s, "s", f"{result.parts[0].frames} frames, batch 32")

@@ -14,6 +14,8 @@ EXPECTED_PREFIXES = [
     "index frames embedded [quick-12s-360p",
     "index real-time factor [quick-12s-360p",
     "index peak RSS, largest process [quick-12s-360p",
+    "index CPU time, all Flow processes [quick-12s-360p",
+    "index cores busy [quick-12s-360p",
     "decode + shot scan alone [quick-12s-360p",
     "encode alone [quick-12s-360p",
     "index wall / max(decode, encode) [quick-12s-360p",

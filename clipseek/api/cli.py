@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--chunk-s", type=float, default=DEFAULT_CHUNK_S,
                        help="longest time range sent in one request (long videos are split)")
     index.add_argument("--in-flight", type=int, default=DEFAULT_IN_FLIGHT,
-                       help="requests under way at once (2: one range decodes while the one before is embedded)")
+                       help="requests under way at once (3: two ranges decode while the one before is embedded)")
     index.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     search = sub.add_parser("search", help="find clips matching a sentence, a picture, or a clip")
