@@ -40,14 +40,15 @@ def start_flow(model: str, pretrained: str, media_root: Path, workspace: Path, o
                                      "workspace": str(workspace), **(overrides or {})})
 
 
-def index_with(flow, video: Path, chunk_s: float | None = None) -> FlowIndexRun:
+def index_with(flow, video: Path, chunk_s: float | None = None, in_flight: int | None = None) -> FlowIndexRun:
     """Index ``video`` (force) through a running Flow over HTTP; peak RSS is over the Flow's life so far."""
-    from clipseek.api.client import DEFAULT_CHUNK_S, ClipseekClient
+    from clipseek.api.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient
 
     client = ClipseekClient(flow.http)
     cpu_before = tree_cpu_seconds(os.getpid())
     started = time.perf_counter()
-    report = client.index([str(video)], force=True, chunk_s=chunk_s or DEFAULT_CHUNK_S)
+    report = client.index([str(video)], force=True, chunk_s=chunk_s or DEFAULT_CHUNK_S,
+                          in_flight=in_flight or DEFAULT_IN_FLIGHT)
     wall_s = time.perf_counter() - started
     cpu_s = tree_cpu_seconds(os.getpid()) - cpu_before
     outcome = report.outcomes[0]

@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -77,3 +78,19 @@ def test_index_ab_reads_each_variant_as_a_name_and_its_environment():
     for bad in (":A=1", "name:A", "name:=1"):
         with pytest.raises(argparse.ArgumentTypeError):
             parse_variant(bad)
+
+
+def test_index_ab_keeps_its_options_out_of_the_environment_and_can_drop_the_loaders_concurrency(tmp_path):
+    import yaml
+
+    from bench.index_ab import flow_file, parse_variant, split_options
+
+    _, assignments = parse_variant("before:chunk_s=120,in_flight=2,loader_concurrent=0,OMP_NUM_THREADS=1")
+    env, options = split_options(assignments)
+    assert env == {"OMP_NUM_THREADS": "1"}
+    assert options == {"chunk_s": "120", "in_flight": "2", "loader_concurrent": "0"}
+    assert flow_file(True, tmp_path) == ""  # the repository's flow.yml
+    sequential = yaml.safe_load(Path(flow_file(False, tmp_path)).read_text())
+    executors = {e["name"]: e for e in sequential["executors"]}
+    assert "allow_concurrent" not in executors["video_loader"] and executors["indexer"]["allow_concurrent"]
+    assert all(Path(e["uses"]).is_file() for e in executors.values())
