@@ -104,6 +104,8 @@ def test_every_executor_of_the_flow_has_a_compose_service_running_it():
         assert (REPO / executor["uses"]).is_file()
         assert option(command, "--name") == [executor["name"]]
         assert "--native" in command  # in-process: `docker stop`'s SIGTERM reaches the executor itself
+        # flow.yml's allow_concurrent (else jina runs the executor's requests one at a time)
+        assert ("--allow-concurrent" in command) == bool(executor.get("allow_concurrent")), executor["name"]
 
 
 def test_the_gateway_routes_the_flow_chain_to_the_compose_services():
@@ -408,12 +410,14 @@ def test_no_manifest_names_jina_hub_or_another_image(scaled_manifests):
 
 def test_each_executor_pod_runs_its_service_from_the_repo_with_its_settings(scaled_manifests):
     uses = {e["name"]: e["uses"] for e in flow_executors()}
+    concurrent = {e["name"]: bool(e.get("allow_concurrent")) for e in flow_executors()}
     configmaps = {d["metadata"]["name"]: d["data"] for d in all_docs(scaled_manifests) if d["kind"] == "ConfigMap"}
     for name, workload in workloads(scaled_manifests).items():
         labels = workload["spec"]["template"]["metadata"]["labels"]
         args = container(workload)["args"]
         if labels["pod_type"] == "WORKER":
             assert option(args, "--uses") == [uses[labels["jina_deployment_name"]]], name
+            assert ("--allow-concurrent" in args) == concurrent[labels["jina_deployment_name"]], name
             env = configmaps[f"{name}-configmap"]
             assert env["JINA_OPTOUT_TELEMETRY"] == "1" and env["CLIPSEEK_MODEL"] == "ViT-B-32", name
         pod = workload["spec"]["template"]["spec"]
