@@ -1,5 +1,6 @@
 """The client's indexing plan without a Flow: ranges, requests in flight, order and failures."""
 
+import hashlib
 import json
 import threading
 import time
@@ -18,6 +19,10 @@ from clipseek.errors import (
 )
 
 
+def video_id_of(path: str) -> str:
+    return hashlib.sha256(path.encode()).hexdigest()[:16]
+
+
 class FakeFlow(ClipseekClient):
     """A client whose /probe and /index answer from a table; /index takes ``delay_s`` and records
     how many requests were under way at once."""
@@ -33,11 +38,19 @@ class FakeFlow(ClipseekClient):
         self.sent: list[tuple[str, float]] = []
         self.in_flight = self.most_in_flight = 0
         self.lock = threading.Lock()
+        self.committed: dict[str, float] = {}  # video_id -> seconds of its ranges committed (see videos)
 
     def probe(self, paths, force=False):
-        return [VideoDoc(uri=p, path=p, video_id=p[-1] * 16, duration_s=self.durations[p])
+        return [VideoDoc(uri=p, path=p, video_id=video_id_of(p), duration_s=self.durations[p])
                 if p in self.durations else VideoDoc(uri=p, error=f"{p}: no such file", status="failed")
                 for p in paths]
+
+    def videos(self, videos=()):
+        """The index's record of each video: every range committed so far (FakeFlow counts one frame per
+        second of a committed range)."""
+        with self.lock:
+            return [VideoDoc(uri=v, video_id=v, num_frames=int(self.committed.get(v, 0.0)), num_shots=1)
+                    for v in videos]
 
     def index_range(self, path, start_s, end_s, force=False, generation=0.0):
         with self.lock:
@@ -50,7 +63,12 @@ class FakeFlow(ClipseekClient):
                 raise FlowUnavailableError("the Flow went away")
             if self.fail.get(path) == start_s:
                 raise ClipseekError(f"{path}: ffmpeg could not decode [{start_s}, {end_s})")
-            return VideoDoc(uri=path, path=path, status="indexed", num_frames=int(start_s) + 1, num_shots=1,
+            with self.lock:  # as the indexer: the range is committed, the answer gives the totals as of now
+                video_id = video_id_of(path)
+                seconds = (end_s if end_s is not None else self.durations[path]) - start_s
+                self.committed[video_id] = self.committed.get(video_id, 0.0) + seconds
+                total = int(self.committed[video_id])
+            return VideoDoc(uri=path, path=path, status="indexed", num_frames=total, num_shots=1,
                             duration_s=self.durations[path])
         finally:
             with self.lock:
@@ -76,8 +94,19 @@ def test_three_requests_are_in_flight_and_outcomes_come_back_in_order():
     assert "no such file" in report.outcomes[1].error
     assert sorted(flow.sent) == sorted([("/m/a.mp4", 0.0), ("/m/a.mp4", 100.0), ("/m/a.mp4", 200.0),
                                         ("/m/b.mp4", 0.0), ("/m/c.mp4", 0.0), ("/m/c.mp4", 65.0)])
-    assert report.outcomes[0].num_frames == 201  # the last range's answer: the video's totals
+    assert report.outcomes[0].num_frames == 300  # the video's totals once every range is in
     assert progress == sorted(progress) and progress[-1] == pytest.approx(480.0)
+
+
+def test_ranges_answered_out_of_order_report_the_videos_final_totals():
+    """The loader reads the ranges in flight side by side, so a later range can be committed and answered
+    before an earlier one: its answer's totals then miss the earlier range. The run reports the index's
+    totals once every range of the video is in."""
+    flow = FakeFlow({"/m/a.mp4": 300.0, "/m/b.mp4": 50.0}, slow={("/m/a.mp4", 100.0): 0.5})
+    report = flow.index(["/m/a.mp4", "/m/b.mp4"], chunk_s=100.0, in_flight=3)
+    a, b = report.outcomes
+    assert a.status == "indexed" and a.num_frames == 300  # not the 200 of the last range's answer
+    assert b.status == "indexed" and b.num_frames == 50  # one range: its answer is final
 
 
 def test_in_flight_one_sends_one_request_at_a_time():

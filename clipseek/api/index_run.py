@@ -70,6 +70,7 @@ class _File:
     planned: VideoDoc
     outcome: IndexOutcome
     ranges_left: int = 0
+    ranges: int = 0  # how many it was sent in
 
 
 @dataclass
@@ -108,7 +109,7 @@ class IndexRun:
             file = _File(video, self._first_outcome(video))
             if file.outcome.status == "unchanged" and (self.force or not video.already_indexed) and not video.error:
                 ranges = plan_ranges(video.duration_s, self.chunk_s)
-                file.ranges_left = len(ranges)
+                file.ranges_left = file.ranges = len(ranges)
                 jobs.extend((file, start_s, end_s) for start_s, end_s in ranges)
                 self._total_s += video.duration_s
             self.files.append(file)
@@ -157,10 +158,23 @@ class IndexRun:
             outcome.warning = "; ".join(w for w in (outcome.warning, result.warning) if w)
         outcome.num_frames, outcome.num_shots = result.num_frames, result.num_shots
         outcome.duration_s = result.duration_s or outcome.duration_s
+        if file.ranges_left == 0 and file.ranges > 1 and outcome.status == "indexed":
+            self._final_totals(file)
         end_s = sent.end_s if sent.end_s is not None else file.planned.duration_s
         self._done_s += max(0.0, end_s - sent.start_s)
         if self.on_progress:
             self.on_progress(outcome.path, self._done_s, self._total_s)
+
+    def _final_totals(self, file: _File) -> None:
+        """A range's answer gives the video's totals as of that range; ranges in flight together may be
+        answered in another order than they were sent (the loader reads them side by side), so the
+        totals of the last answer taken may miss a range committed after it: ask the index."""
+        video = file.outcome.video_id or file.planned.video_id or file.outcome.path
+        try:
+            record = self.client.videos([video])[0]
+        except (ClipseekError, IndexError):
+            return  # the answers' totals stay; the video itself is indexed
+        file.outcome.num_frames, file.outcome.num_shots = record.num_frames, record.num_shots
 
     def _report_finished(self) -> None:
         """Report, in order, the files whose ranges are all answered."""
