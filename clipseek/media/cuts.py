@@ -60,8 +60,8 @@ def content_change(a: np.ndarray, b: np.ndarray) -> float:
     """PySceneDetect's content_val: the mean absolute change of H, S and V, averaged (0-255).
 
     The same float as numpy's ``np.abs(a - b).reshape(-1, 3).mean(axis=0).mean()`` on int16 (exact
-    sums per channel, each divided by the pixel count, then their mean) without numpy's strided
-    reduction: ~3 us instead of ~120 us at the detection size."""
+    sums per channel, each divided by the pixel count, then their mean) without numpy's slow strided
+    reduction (the shot scan alone: docs/benchmarks.md, fifth session)."""
     sums = cv2.sumElems(cv2.absdiff(a, b))  # exact: integer sums in doubles
     pixels = a.shape[0] * a.shape[1]
     return (sums[0] / pixels + sums[1] / pixels + sums[2] / pixels) / 3
