@@ -108,15 +108,15 @@ class MediaSource:
         key = (str(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
         with self._known_lock:
             entry = self._known.get(key)
-        if entry is None:
-            probed = [stat, probe(path), None]  # outside the lock: ranges of other files go on meanwhile
-            with self._known_lock:
-                entry = self._known.setdefault(key, probed)
-                while len(self._known) > self.KNOWN_FILES:
-                    self._known.popitem(last=False)
-        with self._known_lock:
-            if key in self._known:
+            if entry is not None:
                 self._known.move_to_end(key)
+                return entry
+        probed = [stat, probe(path), None]  # outside the lock: ranges of other files go on meanwhile
+        with self._known_lock:
+            entry = self._known.setdefault(key, probed)
+            self._known.move_to_end(key)
+            while len(self._known) > self.KNOWN_FILES:
+                self._known.popitem(last=False)
         return entry
 
     def describe(self, path: Path) -> VideoFile:
