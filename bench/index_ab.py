@@ -70,16 +70,12 @@ def flow_file(loader_concurrent: bool, folder: Path) -> str:
 
 def index_once(video: Path, options: dict[str, str], folder: Path):
     """One fresh Flow (fresh workspace) indexing ``video`` with the variant's options."""
-    from bench.indexing import index_with
-    from bench.measure import free_port
+    from bench.indexing import index_with, start_flow
     from clipseek.api.defaults import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT
-    from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
     flow = flow_file(options.get("loader_concurrent", "1") != "0", folder)
-    settings = ServeSettings(grpc_port=free_port(), http_port=free_port(), flow=flow)
     with tempfile.TemporaryDirectory(prefix="clipseek-bench-ws-") as workspace:
-        with BackgroundFlow(settings, {"model": "ViT-B-32", "pretrained": "none", "media_roots": [str(video.parent)],
-                                       "workspace": workspace}) as running:
+        with start_flow("ViT-B-32", "none", video.parent, Path(workspace), flow=flow) as running:
             return index_with(running, video, float(options.get("chunk_s", DEFAULT_CHUNK_S)),
                               int(options.get("in_flight", DEFAULT_IN_FLIGHT)))
 

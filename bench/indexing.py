@@ -31,11 +31,13 @@ class FlowIndexRun:
         return sum(self.peak_rss_mb.values())
 
 
-def start_flow(model: str, pretrained: str, media_root: Path, workspace: Path, overrides: dict | None = None):
-    """The real Flow on free ports (a context manager: ``with start_flow(...) as flow``)."""
+def start_flow(model: str, pretrained: str, media_root: Path, workspace: Path, overrides: dict | None = None,
+               flow: str = ""):
+    """The real Flow on free ports (a context manager: ``with start_flow(...) as flow``); ``flow``: a
+    flow.yml other than the repository's."""
     from clipseek.engine.serve import BackgroundFlow, ServeSettings
 
-    settings = ServeSettings(grpc_port=free_port(), http_port=free_port())
+    settings = ServeSettings(grpc_port=free_port(), http_port=free_port(), flow=flow)
     return BackgroundFlow(settings, {"model": model, "pretrained": pretrained, "media_roots": [str(media_root)],
                                      "workspace": str(workspace), **(overrides or {})})
 
