@@ -9,7 +9,7 @@ import pytest
 from synth import Segment, make_video
 
 from clipseek.api.client import plan_ranges
-from clipseek.media.keyscan import GuidedReader, packet_change_times, structure_ok
+from clipseek.media.keyscan import GuidedReader, GuideSettings, packet_change_times, structure_ok
 from clipseek.media.scan import scan_range
 from clipseek.media.shots import FrameLooker, SamplingSettings
 from clipseek.media.video import FrameReader, probe
@@ -56,6 +56,59 @@ def test_the_keyframe_scan_finds_every_cut_of_a_full_decode_to_the_frame_from_fe
         assert min(abs(s - cut) for s in got) <= FRAME_S + 1e-6, (cut, got)
     assert guided.frames_decoded < 0.8 * full.frames_decoded
     assert {f.shot_index for f in guided.scan.frames} == set(range(len(guided.scan.shots)))  # a frame a shot
+
+
+@pytest.fixture(scope="module")
+def scenecut_video(tmp_path_factory):
+    """The same cuts encoded the way x264 encodes by default: a keyframe every 2 s and one at each
+    scene cut it sees (``scenecut``), so most cuts are keyframes placed early."""
+    path = tmp_path_factory.mktemp("k") / "scenecut.mp4"
+    return path, make_video(path, SEGMENTS, extra=["-g", "50", "-bf", "3"])
+
+
+def guided_stats(path: Path, **settings) -> tuple:
+    info = probe(path)
+    looker = FrameLooker(64, info.aspect, SamplingSettings().detect_px)
+    reader = GuidedReader(path, info, 64, settings=GuideSettings(**settings), look=looker)
+    times = [round(f.time_s, 3) for f in reader]
+    return reader.stats, times
+
+
+def test_an_encoders_scene_cut_keyframe_is_taken_as_the_cut_without_decoding_before_it(scenecut_video):
+    path, cuts = scenecut_video
+    guided, full = both(path)
+    got = [s.start_s for s in guided.scan.shots]
+    assert got == pytest.approx([s.start_s for s in full.scan.shots], abs=FRAME_S / 2)
+    for cut in cuts:
+        if cut not in (6.0, 6.4):  # the black between them is a fade: one boundary, in the dark run
+            assert min(abs(s - cut) for s in got) <= FRAME_S + 1e-6, (cut, got)
+    on, _ = guided_stats(path)
+    off, _ = guided_stats(path, keyframe_cuts=False, stop_after_jump=False)
+    assert on.keyframe_cuts >= 3, on  # stretches ending at an early keyframe, not decoded
+    assert on.frames_decoded <= 0.85 * off.frames_decoded, (on, off)
+    assert {f.shot_index for f in guided.scan.frames} == set(range(len(guided.scan.shots)))
+
+
+TEXTURED = [Segment("x", 2.36, source="testsrc2"), Segment("x", 2.16, source="smptebars"),
+            Segment("x", 2.72, source="testsrc"), Segment("x", 2.32, source="yuvtestsrc"),
+            Segment("x", 3.0, source="testsrc2")]
+
+
+def test_a_stretch_whose_cut_shows_in_the_packet_sizes_is_decoded_only_past_the_cut(tmp_path):
+    """Cuts between keyframes (no scene-cut keyframes) from one busy picture to another: the packet sizes
+    show each cut, and where the frame just past it looks like the next keyframe the rest of the stretch
+    is not decoded; the shots stay those of the full decode, to the frame."""
+    path = tmp_path / "textured.mp4"
+    cuts = make_video(path, TEXTURED, extra=["-g", "25", "-sc_threshold", "0", "-bf", "2"])
+    guided, full = both(path)
+    got = [s.start_s for s in guided.scan.shots]
+    assert got == pytest.approx([s.start_s for s in full.scan.shots], abs=FRAME_S / 2)
+    assert got[1:] == pytest.approx(cuts, abs=FRAME_S / 2)
+    on, _ = guided_stats(path)
+    off, _ = guided_stats(path, stop_after_jump=False)
+    assert on.keyframe_cuts == 0  # no early keyframes in this encoding
+    assert on.stopped_after_jump >= 2, on
+    assert on.frames_decoded <= 0.8 * off.frames_decoded, (on, off)
 
 
 def test_packet_sizes_mark_a_frame_that_costs_like_a_keyframe_and_a_change_of_level():
@@ -118,8 +171,9 @@ def test_guided_pixels_match_the_ffmpeg_command_line_also_for_a_rotated_video(tm
 
 
 @pytest.mark.parametrize("chunk_s", [10.0, 7.0])
-def test_the_frames_chosen_do_not_depend_on_how_the_video_is_split_into_ranges(gop_video, chunk_s):
-    path, _ = gop_video
+@pytest.mark.parametrize("video", ["gop_video", "scenecut_video"])
+def test_the_frames_chosen_do_not_depend_on_how_the_video_is_split_into_ranges(video, chunk_s, request):
+    path, _ = request.getfixturevalue(video)
     info = probe(path)
 
     def frame_times(chunk: float) -> list[float]:

@@ -29,15 +29,16 @@ class RangeScan:
     stderr_tail: str = ""
 
 
-def guide_settings(sampling: SamplingSettings, max_keyframe_gap_s: float) -> GuideSettings:
-    return GuideSettings(max_keyframe_gap_s=max_keyframe_gap_s, adaptive_threshold=sampling.adaptive_threshold,
-                         min_content_val=sampling.min_content_val, chroma_threshold=sampling.chroma_threshold,
-                         dark_luma=sampling.dark_luma)
+def guide_settings(sampling: SamplingSettings, max_keyframe_gap_s: float, shortcuts: bool = True) -> GuideSettings:
+    return GuideSettings(max_keyframe_gap_s=max_keyframe_gap_s, keyframe_cuts=shortcuts, stop_after_jump=shortcuts,
+                         adaptive_threshold=sampling.adaptive_threshold, min_content_val=sampling.min_content_val,
+                         chroma_threshold=sampling.chroma_threshold, dark_luma=sampling.dark_luma,
+                         pick_offset_s=sampling.first_offset_s)
 
 
 def scan_range(path: Path, info: VideoInfo, sampling: SamplingSettings, size_px: int, start_s: float,
                end_s: float | None, keyframe_scan: bool = True, max_keyframe_gap_s: float = 10.0,
-               use_guide: bool | None = None) -> RangeScan:
+               use_guide: bool | None = None, keyframe_shortcuts: bool = True) -> RangeScan:
     """Shots of [start_s, end_s) and the frames chosen in it (``end_s`` None: to the end)."""
     sampler = ShotSampler(sampling, info.fps, size_px, info.aspect, start_s,
                           end_s if end_s is not None else math.inf)
@@ -46,10 +47,17 @@ def scan_range(path: Path, info: VideoInfo, sampling: SamplingSettings, size_px:
     guided = use_guide if use_guide is not None else (keyframe_scan and structure_ok(path, info))
     if guided:
         reader = GuidedReader(path, info, size_px, decode_from, decode_to,
-                              guide_settings(sampling, max_keyframe_gap_s), look=sampler.looker)
+                              guide_settings(sampling, max_keyframe_gap_s, keyframe_shortcuts), look=sampler.looker)
         for frame in reader:
             sampler.push(frame)
-        return RangeScan(sampler.finish(), "keyframes", reader.stats.frames_decoded + reader.stats.keyframes)
+        scan = sampler.finish()
+        if scan.frames:
+            return RangeScan(scan, "keyframes", reader.stats.frames_decoded + reader.stats.keyframes)
+        # A range shorter than a keyframe interval can lie wholly inside a stretch that was not decoded;
+        # it is decoded in full (a range with no frame to show is an error only if it really has none).
+        logger.debug("%s %.2f-%s s: no frame from the keyframe scan, decoding the range in full", path.name,
+                     start_s, end_s)
+        return scan_range(path, info, sampling, size_px, start_s, end_s, use_guide=False)
     full = FrameReader(path, info, size_px, decode_from, decode_to)
     for frame in full:
         sampler.push(frame)

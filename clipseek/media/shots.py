@@ -7,7 +7,8 @@ in the middle of the dark run. Frames are looked at cropped to the picture (the 
 dilute the scores) and shrunk to ``detect_px``.
 
 The frames need not all be there: a frame with ``follows=False`` comes after a gap (the
-keyframe-guided scan skips stretches where nothing changes), and the detectors restart there.
+keyframe-guided scan skips stretches where nothing changes), and the detectors restart there; a
+frame with ``cut=True`` starts a shot the guided scan placed at an encoder's scene-cut keyframe.
 
 Sampling keeps few frames, and which ones depends on the video alone, never on the time range that
 was asked for: the frames are chosen in pieces, a piece starting at each shot start and at each
@@ -176,8 +177,13 @@ class ShotSampler:
         look = self.looker(frame.pixels)
         if not frame.follows:
             self._gap()
-        index = self._index
-        self._index += 1
+        # numbered by time, not by count: after a skipped stretch the detectors' shortest-shot rule
+        # (min_gap frames) must count the frames skipped too (at least one more than the last, for VFR)
+        index = max(self._index, round(frame.time_s * self.fps))
+        self._index = index + 1
+        if frame.cut and (not self._boundaries or frame.time_s - self._boundaries[-1].time_s >=
+                          self.settings.min_shot_s - 1e-9):
+            self._cut_indices.add(index)  # placed by the keyframe-guided scan (the detectors were reset by the gap)
         self._cut_indices.update(self.detector.process(index, look.hsv))
         self._cut_indices.update(self.chroma.process(index, look.hist))
         self.num_decoded += 1

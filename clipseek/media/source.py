@@ -77,11 +77,12 @@ class MediaSource:
 
     def __init__(self, roots: list[str], sampling: SamplingSettings, size_px: int, max_range_s: float = 900.0,
                  extensions: list[str] | tuple[str, ...] = VIDEO_EXTENSIONS, keyframe_scan: bool = True,
-                 max_keyframe_gap_s: float = 10.0):
+                 max_keyframe_gap_s: float = 10.0, keyframe_shortcuts: bool = True):
         self.roots = resolve_roots(roots)
         self.sampling, self.size_px, self.max_range_s = sampling, size_px, max_range_s
         self.extensions = list(extensions)
         self.keyframe_scan, self.max_keyframe_gap_s = keyframe_scan, max_keyframe_gap_s
+        self.keyframe_shortcuts = keyframe_shortcuts
         self._known: OrderedDict[tuple, list] = OrderedDict()  # see _cached
         self._known_lock = threading.Lock()  # the loader serves ranges concurrently (flow.yml)
 
@@ -133,7 +134,7 @@ class MediaSource:
         file = self.describe(path)
         start, end = plan_range(uri, file.info, start_s, end_s, self.max_range_s)
         result = scan_range(path, file.info, self.sampling, self.size_px, start, end, self.keyframe_scan,
-                            self.max_keyframe_gap_s)
+                            self.max_keyframe_gap_s, keyframe_shortcuts=self.keyframe_shortcuts)
         scan = result.scan
         if not scan.num_decoded:
             raise VideoOpenError(str(path), f"no frame could be decoded from {start:.2f} s on", result.stderr_tail)

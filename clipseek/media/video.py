@@ -77,6 +77,7 @@ class DecodedFrame:
     time_s: float  # presentation time, seconds from the start of the video
     pixels: np.ndarray  # uint8 size x size x 3, RGB
     follows: bool = True  # False when frames before this one were skipped (a gap in a sparse scan)
+    cut: bool = False  # a shot starts here, though the frames before it were skipped (see keyscan.py)
 
 
 class FrameReader:

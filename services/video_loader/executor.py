@@ -45,6 +45,7 @@ class LoaderSettings:
     detect_px: int = 112  # shot detection: looks at the picture shrunk to at most this many px a side
     keyframe_scan: bool = True  # decode only around keyframes and suspected cuts where the stream allows
     max_keyframe_gap_s: float = 10.0  # keyframe scan: longer stretches without a keyframe are decoded in full
+    keyframe_shortcuts: bool = True  # keyframe scan: an encoder's scene-cut keyframe is the cut; stop just past a cut the packet sizes show
     max_range_s: float = 900.0  # longest time range one /index request may decode
     video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
@@ -62,7 +63,8 @@ class VideoLoader(ClipseekExecutor):
             adaptive_threshold=s.adaptive_threshold, dark_luma=s.dark_luma,
             chroma_threshold=s.chroma_threshold, fade_window_s=s.fade_window_s, detect_px=s.detect_px)
         self.media = MediaSource(s.media_roots, sampling, s.frame_size_px or image_size_for(s.model),
-                                 s.max_range_s, s.video_extensions, s.keyframe_scan, s.max_keyframe_gap_s)
+                                 s.max_range_s, s.video_extensions, s.keyframe_scan, s.max_keyframe_gap_s,
+                                 s.keyframe_shortcuts)
         self.log.info("video loader: media roots %s, frames %d px", [str(r) for r in self.media.roots],
                       self.media.size_px)
 
