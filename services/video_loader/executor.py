@@ -45,7 +45,7 @@ class LoaderSettings:
     detect_px: int = 112  # shot detection: looks at the picture shrunk to at most this many px a side
     keyframe_scan: bool = True  # decode only around keyframes and suspected cuts where the stream allows
     max_keyframe_gap_s: float = 10.0  # keyframe scan: longer stretches without a keyframe are decoded in full
-    keyframe_shortcuts: bool = True  # keyframe scan: an encoder's scene-cut keyframe is the cut; stop just past a cut the packet sizes show
+    keyframe_shortcuts: bool = True  # keyframe scan: no decoding where the stream marks the cut (see README)
     max_range_s: float = 900.0  # longest time range one /index request may decode
     video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
