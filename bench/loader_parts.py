@@ -70,6 +70,11 @@ def scan_shortcuts(video: Path, info, end: float, repeat: int) -> None:
                   f"{used:6.2f} s CPU, {result.frames_decoded} frames decoded, {len(scan.shots)} shots "
                   f"(digest {scan_digest(scan, with_frames=False)}), {len(scan.frames)} frames picked "
                   f"(digest {scan_digest(scan)})", flush=True)
+            if result.guide is not None:
+                g = result.guide
+                print(f"      stretches between keyframes {g.intervals}, decoded {g.intervals_decoded} "
+                      f"({g.frames_decoded} frames), taken as cut at an early keyframe {g.keyframe_cuts}, "
+                      f"stopped just past a cut {g.stopped_after_jump}", flush=True)
 
 
 def main() -> None:

@@ -325,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args.memory_label = model_label(TINY_MODEL)
     videos = inputs.videos(quick)
     command = "python bench/run.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    shown = [f"{name}={os.environ[name]}" for name in ("CLIPSEEK_PRECISION", "CLIPSEEK_DEVICE") if os.environ.get(name)]
+    command = " ".join([*shown, command])  # the settings that change what is measured
     mach = machine()
     report = Report(mach.describe(), command.strip(), load_average())
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipseek.media.ffmpeg_cmd import VideoInfo
-from clipseek.media.keyscan import GuidedReader, GuideSettings, structure_ok
+from clipseek.media.keyscan import GuidedReader, GuideSettings, GuideStats, structure_ok
 from clipseek.media.shots import SamplingSettings, ShotSampler, ShotScan
 from clipseek.media.video import FrameReader
 
@@ -27,6 +27,7 @@ class RangeScan:
     method: str  # "keyframes" (guided) or "full"
     frames_decoded: int  # frames the decoders produced (keyframes included)
     stderr_tail: str = ""
+    guide: GuideStats | None = None  # what the keyframe-guided scan decided (None: the full path)
 
 
 def guide_settings(sampling: SamplingSettings, max_keyframe_gap_s: float, shortcuts: bool = True) -> GuideSettings:
@@ -52,7 +53,8 @@ def scan_range(path: Path, info: VideoInfo, sampling: SamplingSettings, size_px:
             sampler.push(frame)
         scan = sampler.finish()
         if scan.frames:
-            return RangeScan(scan, "keyframes", reader.stats.frames_decoded + reader.stats.keyframes)
+            return RangeScan(scan, "keyframes", reader.stats.frames_decoded + reader.stats.keyframes,
+                             guide=reader.stats)
         # A range shorter than a keyframe interval can lie wholly inside a stretch that was not decoded;
         # it is decoded in full (a range with no frame to show is an error only if it really has none).
         logger.debug("%s %.2f-%s s: no frame from the keyframe scan, decoding the range in full", path.name,
