@@ -169,6 +169,7 @@ class GuidedReader:
         self._emitted_index = 0
         self._key_cuts: list[float] = []  # times of keyframes that start a shot (KEY_CUT), not yet emitted
         self._check_after: float | None = None  # _decode_until: stop there if nothing else happens
+        self._skipped = False  # the last stretch settled was not decoded (its keyframes alike)
 
     # -- decisions -----------------------------------------------------------------------------
     def _dark(self, look: FrameLook) -> bool:
@@ -349,14 +350,18 @@ class GuidedReader:
         # drop the previous interval's packets: they are no longer needed
         if previous is not None:
             previous.packets = []
+        skipped_before, self._skipped = self._skipped, until is None
         if until == KEY_CUT:
             self.stats.keyframe_cuts += 1
             self._key_cuts.append(interval.end_time)
-            # the stretch's own first frames are decoded all the same when the sampler would take one of
-            # them (the frame pick_offset_s into a shot that starts at this keyframe)
-            until = interval.key_time + self.settings.pick_offset_s + 1.5 / self.fps
-            if until >= interval.end_time:
-                until = None
+            # the stretch's own first frames are decoded all the same when the sampler may take one of them
+            # (the frame pick_offset_s into a shot that starts at this keyframe); not when the stretch before
+            # was skipped, its keyframes alike: then no shot starts at this keyframe
+            until = None
+            if not skipped_before:
+                until = interval.key_time + self.settings.pick_offset_s + 1.5 / self.fps
+                if until >= interval.end_time:
+                    until = None
         if until is None:
             yield from self._emit(interval.key_time, interval.key_pixels, follows=False)
             return
