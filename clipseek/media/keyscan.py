@@ -16,14 +16,20 @@ when only a packet jump asked for it and the keyframes agree, to a few frames pa
 cut is placed to the frame by the detectors (clipseek/media/cuts.py). Elsewhere the keyframes stand for
 the stretch, and a frame after a skipped stretch carries ``follows=False``.
 
-One case needs no decoding to place its cut: the encoder's own scene-cut keyframe. Encoders such as
-x264 put a keyframe every ``keyint`` frames and, at a scene cut, one early (x264's ``scenecut``). A
-keyframe that comes sooner after the one before it than a neighbouring keyframe did after its own was
-placed early; when the two keyframes around such a stretch differ as a cut does (the tests above),
-and no packet size jumps inside it (nothing else happened there), the cut is that keyframe, to the
-frame, and the stretch is not decoded (``cut=True`` on the keyframe). On the benchmark's 10-minute
-video (cuts every 2-6 s, 2 s GOP) this leaves 79 of 190 decoded stretches undecoded; streams without
-scene-cut keyframes (``-sc_threshold 0``, fixed-GOP cameras) never take this path.
+Where the stream itself marks the cut, less is decoded (``keyframe_cuts``, ``stop_after_jump``; the
+loader's setting ``keyframe_shortcuts``):
+
+- The encoder's own scene-cut keyframe. Encoders such as x264 put a keyframe every ``keyint`` frames
+  and, at a scene cut, one early (x264's ``scenecut``). A keyframe that comes sooner after the one
+  before it than a neighbouring keyframe did after its own (by a frame or more) was placed early; when
+  the two keyframes around such a stretch differ as a cut does (the tests above) and no packet size
+  jumps inside it (nothing else happened there), the cut is that keyframe, to the frame
+  (``cut=True`` on it). The stretch is decoded only for the frames the sampler may take from it (its
+  first ``pick_offset_s``), and not at all when the stretch before it was skipped (no shot starts at
+  its keyframe then). Streams without early keyframes (``-sc_threshold 0``, fixed-GOP cameras) never
+  take this path.
+- A stretch whose keyframes differ and whose packet sizes show the cut is decoded to a few frames past
+  the last jump; if that frame already looks like the next keyframe, the rest is not decoded.
 
 Streams with no usable structure are left to the full decoder (``structure_ok``): intra-only codecs
 (every packet a keyframe) and files PyAV cannot read.
@@ -178,8 +184,9 @@ class GuidedReader:
     def _decode_until(self, interval: _Interval, previous: _Interval | None,
                       following: _Interval | None) -> float | None:
         """How far to decode the stretch after ``interval``'s keyframe: None (not at all), a time,
-        +inf (through the next keyframe and a few frames past it), or KEY_CUT (not at all: the next
-        keyframe starts a shot)."""
+        +inf (through the next keyframe and a few frames past it), or KEY_CUT (the next keyframe starts a
+        shot: see _settle). With +inf it may set ``_check_after``: the time past the last packet jump where
+        _dense stops if the picture already looks like the next keyframe."""
         s = self.settings
         if interval.end_time is None or interval.end_time - interval.key_time > s.max_keyframe_gap_s:
             return math.inf
