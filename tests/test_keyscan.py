@@ -89,6 +89,19 @@ def test_an_encoders_scene_cut_keyframe_is_taken_as_the_cut_without_decoding_bef
     assert {f.shot_index for f in guided.scan.frames} == set(range(len(guided.scan.shots)))
 
 
+def test_keyframes_at_irregular_times_inside_one_moving_shot_are_not_taken_as_cuts(tmp_path):
+    """An encoder (or a muxer's forced keyframes) can put keyframes early for reasons other than a scene
+    cut; inside one moving shot the keyframes then look alike enough (or change like their neighbours),
+    and no cut is made up."""
+    path = tmp_path / "irregular.mp4"
+    make_video(path, [Segment("x", 12.0, source="testsrc2")],
+               extra=["-g", "50", "-sc_threshold", "0", "-force_key_frames", "0,1.3,2,3.1,4,5.5,6,8.2,9,11"])
+    guided, full = both(path)
+    assert [s.start_s for s in guided.scan.shots] == [s.start_s for s in full.scan.shots] == [0.0]
+    stats, _ = guided_stats(path)
+    assert stats.keyframes >= 10  # the forced keyframes are there
+
+
 TEXTURED = [Segment("x", 2.36, source="testsrc2"), Segment("x", 2.16, source="smptebars"),
             Segment("x", 2.72, source="testsrc"), Segment("x", 2.32, source="yuvtestsrc"),
             Segment("x", 3.0, source="testsrc2")]

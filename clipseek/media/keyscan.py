@@ -198,14 +198,12 @@ class GuidedReader:
                                     spike_log2=s.spike_log2, level_log2=s.level_log2)
         moving = len(interval.sizes) > 1 and np.mean(interval.sizes[1:]) > s.moving_ratio * interval.sizes[0]
         around = [iv.change_to_next[0] for iv in (previous, following) if iv is not None and iv.change_to_next]
-        differ = (chroma >= s.cut_chroma  # colours this far apart: different shots
-                  or (not moving and (content >= s.min_content_val or chroma >= s.chroma_threshold))  # a still
-                  # stretch whose ends differ: something happened in it
-                  or (content >= s.min_content_val  # a change that stands out from the motion around it
-                      and (not around or content >= s.adaptive_threshold * min(around))))
-        if differ:
-            if not jumps and self._placed_early(interval, previous, following):
-                return KEY_CUT
+        apart = chroma >= s.cut_chroma  # colours this far apart: different shots
+        stands_out = content >= s.min_content_val and (not around or content >= s.adaptive_threshold * min(around))
+        still = not moving and (content >= s.min_content_val or chroma >= s.chroma_threshold)
+        if apart or stands_out or still:  # (still: a still stretch whose ends differ: something happened in it)
+            if (apart or stands_out) and not jumps and self._placed_early(interval, previous, following):
+                return KEY_CUT  # (not for a still stretch alone: a slow change in it is no cut)
             if jumps and self.settings.stop_after_jump:
                 self._check_after = max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps
             return math.inf
