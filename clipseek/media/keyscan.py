@@ -174,7 +174,6 @@ class GuidedReader:
         self._emitted_until = -math.inf
         self._emitted_index = 0
         self._key_cuts: list[float] = []  # times of keyframes that start a shot (KEY_CUT), not yet emitted
-        self._check_after: float | None = None  # _decode_until: stop there if nothing else happens
         self._skipped = False  # the last stretch settled was not decoded (its keyframes alike)
 
     # -- decisions -----------------------------------------------------------------------------
@@ -182,17 +181,17 @@ class GuidedReader:
         return look.luma98 < self.settings.dark_luma
 
     def _decode_until(self, interval: _Interval, previous: _Interval | None,
-                      following: _Interval | None) -> float | None:
+                      following: _Interval | None) -> tuple[float | None, float | None]:
         """How far to decode the stretch after ``interval``'s keyframe: None (not at all), a time,
         +inf (through the next keyframe and a few frames past it), or KEY_CUT (the next keyframe starts a
-        shot: see _settle). With +inf it may set ``_check_after``: the time past the last packet jump where
-        _dense stops if the picture already looks like the next keyframe."""
+        shot: see _settle); and, with +inf, where to stop instead if the picture already looks like the
+        next keyframe there (just past the last packet jump; None: nowhere)."""
         s = self.settings
         if interval.end_time is None or interval.end_time - interval.key_time > s.max_keyframe_gap_s:
-            return math.inf
+            return math.inf, None
         nxt = following.key_look if following is not None else None
         if self._dark(interval.key_look) or (nxt is not None and self._dark(nxt)):
-            return math.inf
+            return math.inf, None
         content, chroma = interval.change_to_next
         jumps = packet_change_times(np.array(interval.times), np.array(interval.sizes), np.array(interval.keys),
                                     spike_log2=s.spike_log2, level_log2=s.level_log2)
@@ -203,13 +202,12 @@ class GuidedReader:
         still = not moving and (content >= s.min_content_val or chroma >= s.chroma_threshold)
         if apart or stands_out or still:  # (still: a still stretch whose ends differ: something happened in it)
             if (apart or stands_out) and not jumps and self._placed_early(interval, previous, following):
-                return KEY_CUT  # (not for a still stretch alone: a slow change in it is no cut)
-            if jumps and self.settings.stop_after_jump:
-                self._check_after = max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps
-            return math.inf
+                return KEY_CUT, None  # (not for a still stretch alone: a slow change in it is no cut)
+            past_jump = max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps if jumps else None
+            return math.inf, past_jump if s.stop_after_jump else None
         if jumps:
-            return max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps
-        return None
+            return max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps, None
+        return None, None
 
     def _placed_early(self, interval: _Interval, previous: _Interval | None, following: _Interval | None) -> bool:
         """True when the keyframe ending ``interval`` came sooner than the encoder's regular interval: a
@@ -350,7 +348,7 @@ class GuidedReader:
         following = pending[0] if pending else newest
         previous = getattr(self, "_previous_interval", None)
         self.stats.intervals += 1
-        until = self._decode_until(interval, previous, following)
+        until, check = self._decode_until(interval, previous, following)
         self._previous_interval = interval
         # drop the previous interval's packets: they are no longer needed
         if previous is not None:
@@ -370,7 +368,6 @@ class GuidedReader:
         if until is None:
             yield from self._emit(interval.key_time, interval.key_pixels, follows=False)
             return
-        check, self._check_after = self._check_after, None
         yield from self._dense(decoder, shaper, interval, following, until, check)
 
     @staticmethod
