@@ -184,6 +184,14 @@ def test_jina_never_sends_telemetry_from_a_container():
     assert "JINA_OPTOUT_TELEMETRY=1" in (REPO / "docker" / "Dockerfile").read_text()
 
 
+def test_containers_run_with_the_engines_malloc_arena_limit():
+    from clipseek.engine.serve import MALLOC_DEFAULTS
+
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    for name, value in MALLOC_DEFAULTS.items():
+        assert f"{name}={value}" in dockerfile  # the image's environment: compose and the k8s pods
+
+
 def test_volumes_hold_the_index_the_weights_and_the_videos():
     spec = compose()
     services, declared = spec["services"], set(spec["volumes"])

@@ -160,6 +160,18 @@ def test_executors_that_flow_yml_marks_allow_concurrent_run_requests_concurrentl
     assert flags == {"video_loader": True, "image_encoder": False, "text_encoder": False, "indexer": True}
 
 
+def test_every_process_of_the_engine_runs_with_two_malloc_arenas(engine):
+    """glibc's per-thread heap arenas held freed memory in each of jina's request threads; the engine
+    starts its processes with MALLOC_ARENA_MAX=2 unless the environment sets it (clipseek.engine.serve)."""
+    want = os.environ.get("MALLOC_ARENA_MAX", "2").encode()
+    names = engine.executor_pids()
+    assert {"gateway", "video_loader", "image_encoder", "text_encoder", "indexer"} <= set(names)
+    for name, pid in names.items():
+        items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        environ = dict(item.split(b"=", 1) for item in items if b"=" in item)
+        assert environ.get(b"MALLOC_ARENA_MAX") == want, name
+
+
 def test_the_api_key_is_required_over_http_and_grpc(engine, media_dir):
     body = {"data": [{"text": "a red screen", "top_k": 1}]}
     assert httpx.post(f"{engine.http}/search", json=body, trust_env=False, timeout=60).status_code == 401
