@@ -49,8 +49,8 @@ EXECUTOR_HOST = "127.0.0.1"  # executors of one machine are reached by the gatew
 JINA_QUIET = {"JINA_OPTOUT_TELEMETRY": "1", "JINA_HIDE_SURVEY": "1", "JINA_LOG_LEVEL": "INFO"}
 # glibc gives threads that allocate their own heap arenas (up to 8 per core), and memory freed in one stays
 # there: jina serves requests on a pool of threads, each a new arena. Two arenas cut the Flow's summed peak
-# RSS indexing the 10-minute video at fp32 from ~2,490 to ~2,370 MiB at the same speed (docs/benchmarks.md,
-# sixth session). The Dockerfile sets the same.
+# RSS indexing the 10-minute video at fp32 by 40-120 MiB (~2,460-2,495 -> ~2,370-2,420) at the same speed
+# (docs/benchmarks.md, sixth session). The Dockerfile sets the same.
 MALLOC_DEFAULTS = {"MALLOC_ARENA_MAX": "2"}
 LOG_COLUMNS = "200"  # jina wraps its log lines at $COLUMNS (80 when not on a terminal)
 EXIT_OK, EXIT_FAILED = 0, 1
