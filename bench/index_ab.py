@@ -110,6 +110,10 @@ def main() -> int:
                 print(f"  round {round_ + 1}, {name}: {run.wall_s:.1f} s, {run.frames} frames, {run.shots} shots, "
                       f"CPU {run.cpu_s:.1f} s = {run.cpu_s / run.wall_s:.2f} cores busy "
                       f"(load average {load_average()})", flush=True)
+                if run.cpu_by_service:
+                    print("    CPU by service: " + ", ".join(
+                        f"{service} {cpu:.1f} s" for service, cpu in sorted(run.cpu_by_service.items(),
+                                                                            key=lambda item: -item[1])), flush=True)
     for name, values in walls.items():
         print(f"{name}: median {median(values):.1f} s, {median(busy[name]):.2f} cores busy, over {len(values)} runs")
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.measure import free_port, median, python_children_peak_rss_mb, tree_cpu_seconds
+from bench.measure import cpu_by_service, free_port, median, python_children_peak_rss_mb
 from bench.worker import run_in_child
 
 
@@ -21,6 +21,7 @@ class FlowIndexRun:
     shots: int
     peak_rss_mb: dict[int, float]  # pid -> VmHWM of each Python process of the Flow
     cpu_s: float = 0.0  # CPU seconds the Flow's processes spent while indexing (all cores)
+    cpu_by_service: dict[str, float] | None = None  # the same, per service (video_loader, gateway, ...)
 
     @property
     def max_rss_mb(self) -> float:
@@ -47,17 +48,20 @@ def index_with(flow, video: Path, chunk_s: float | None = None, in_flight: int |
     from clipseek.api.client import DEFAULT_CHUNK_S, DEFAULT_IN_FLIGHT, ClipseekClient
 
     client = ClipseekClient(flow.http)
-    cpu_before = tree_cpu_seconds(os.getpid())
+    cpu_before = cpu_by_service(os.getpid())
     started = time.perf_counter()
     report = client.index([str(video)], force=True, chunk_s=chunk_s or DEFAULT_CHUNK_S,
                           in_flight=in_flight or DEFAULT_IN_FLIGHT)
     wall_s = time.perf_counter() - started
-    cpu_s = tree_cpu_seconds(os.getpid()) - cpu_before
+    services: dict[str, float] = {}
+    for pid, (name, cpu) in cpu_by_service(os.getpid()).items():
+        services[name] = services.get(name, 0.0) + cpu - cpu_before.get(pid, (name, 0.0))[1]
+    cpu_s = sum(services.values())
     outcome = report.outcomes[0]
     if outcome.status != "indexed":
         raise RuntimeError(f"indexing {video} failed: {outcome.status} {outcome.error}")
     return FlowIndexRun(wall_s, outcome.num_frames, outcome.num_shots, python_children_peak_rss_mb(os.getpid()),
-                        cpu_s)
+                        cpu_s, services)
 
 
 def index_through_flow(video: Path, model: str, pretrained: str, overrides: dict | None = None,

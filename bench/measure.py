@@ -122,6 +122,24 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def service_name(pid: int) -> str:
+    """The Flow service a process runs (``--name`` of an executor, ``gateway``, ``serve``), else its
+    command name."""
+    argv = process_title(pid).split(" ")
+    if "--name" in argv[:-1]:
+        return argv[argv.index("--name") + 1]
+    if "clipseek.engine.gateway" in argv:
+        return "gateway"
+    if "clipseek.engine.serve" in argv:
+        return "serve"
+    return Path(argv[0]).name if argv and argv[0] else str(pid)
+
+
+def cpu_by_service(root: int) -> dict[int, tuple[str, float]]:
+    """pid -> (service name, CPU seconds so far) for every live process below ``root``."""
+    return {pid: (service_name(pid), cpu_seconds(pid)) for pid in descendants(root)}
+
+
 def tree_cpu_seconds(root: int) -> float:
     """CPU seconds of every live process below ``root`` (read twice and subtract to time a span)."""
     return sum(cpu_seconds(pid) for pid in descendants(root))
