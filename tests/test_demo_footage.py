@@ -26,12 +26,13 @@ from clipseek.api.client import ClipseekClient
 from clipseek.api.demo_eval import SearchEval, evaluate
 
 TOLERANCE_S = 0.25
-# Measured with the shipped checkpoint (docs/demo-model.md): whole library English 58/68 = 0.853, Chinese
-# 57/68 = 0.838; each search filtered to its own video 61/68 = 0.897 for both. Issue 13's target, 0.95 for
-# both languages, is NOT met: the bars below guard what the shipped model does; raise them with a better one.
+# Measured with the shipped checkpoint (docs/demo-model.md, its image tower tuned on hard frames): whole library
+# English 65/68 = 0.956, Chinese 64/68 = 0.941; each search filtered to its own video 68/68 and 67/68. Issue
+# 13's target, 0.95 for both languages, is met in English and missed by one shot in Chinese. The bars below
+# sit two shots under what the shipped model does; raise them with a better one, never lower them to pass.
 ISSUE_TARGET = 0.95
-MIN_HIT_RATE = {"en": 0.80, "zh": 0.80}
-MIN_WITHIN_VIDEO_HIT_RATE = {"en": 0.85, "zh": 0.85}
+MIN_HIT_RATE = {"en": 0.92, "zh": 0.91}
+MIN_WITHIN_VIDEO_HIT_RATE = {"en": 0.97, "zh": 0.95}
 
 
 @pytest.fixture(scope="module")
