@@ -269,3 +269,21 @@ def test_tuning_the_image_tower_leaves_every_caption_embedding_as_it_was(demo_mo
     on_target = tune.tuning_loss(targets[0, ids], targets, ids, 50.0)
     off_target = tune.tuning_loss(targets[0, torch.tensor([1, 2, 3, 0])], targets, ids, 50.0)
     assert on_target < off_target
+
+
+def test_the_unknown_word_experiment_leaves_every_caption_embedding_as_it_was(demo_model, evaluation, tmp_path):
+    """tools/tune_demo_unknown.py (an experiment, not applied to the shipped checkpoint: docs/demo-model.md)
+    moves only the token rows no caption uses: every caption embeds bit for bit as before."""
+    tune = load_tool("tune_demo_unknown")
+    model, tokenizer = demo_model
+    out = tmp_path / "unknown.safetensors"
+    tune.main(["--out", str(out), "--steps", "5"])
+    again, _ = evaluation.load_demo_model(MODEL_CONFIG_PATH, out)
+    texts = [text for concept in vocab.CONCEPTS for text in vocab.captions(concept.shape, concept.colour)]
+    with torch.inference_mode():
+        assert torch.equal(model.encode_text(tokenizer(texts)), again.encode_text(tokenizer(texts)))
+        unknown = tokenizer(["a black cat"])
+        assert not torch.equal(model.encode_text(unknown), again.encode_text(unknown))
+    known = tune.vocabulary_token_ids(tokenizer)
+    assert len(known) < 200  # the rows the captions use; the tool moves the other ~49,300
+    assert torch.equal(model.token_embedding.weight[known], again.token_embedding.weight[known])
