@@ -140,10 +140,5 @@ def cpu_by_service(root: int) -> dict[int, tuple[str, float]]:
     return {pid: (service_name(pid), cpu_seconds(pid)) for pid in descendants(root)}
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds of every live process below ``root`` (read twice and subtract to time a span)."""
-    return sum(cpu_seconds(pid) for pid in descendants(root))
-
-
 def self_peak_rss_mb() -> float:
     return peak_rss_mb(os.getpid())
