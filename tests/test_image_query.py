@@ -171,6 +171,16 @@ def test_absent_concepts_are_never_more_than_low_and_present_ones_are_high(flow)
         assert best.level == "high", (file, shot, best.score, best.confidence)
 
 
+def test_english_words_the_demo_model_never_learned_find_nothing_confident(flow):
+    """Queries of words outside the demo vocabulary and outside tools/tune_demo_unknown.py's training words
+    (the offline demo's "a brown horse" among them) match nothing in the library: nothing above "low"."""
+    _, http, grpc, _, _ = flow
+    for text in ("a brown horse", "a black cat", "sunset over the sea", "a wedding", "a spaceship"):
+        hits = http.search(text, top_k=5)
+        assert hits and all(h.level == "low" for h in hits), (text, [(h.score, h.confidence) for h in hits])
+        assert grpc.search(text, top_k=5, min_confidence="medium") == []
+
+
 def test_the_cli_searches_with_a_picture_and_says_when_nothing_is_confident(flow, tmp_path):
     running, http, _, videos, truth = flow
     file, shot = unique_shots(truth)[0]

@@ -56,6 +56,7 @@ TRAIN_FRAME_SIZES_PX: tuple[tuple[int, int], ...] = (
 )
 TRAIN_SIZE_RANGE = (0.08, 0.9)  # object height as a fraction of the frame's, log-uniform (hard frames)
 PLAIN_SIZE_RANGE = (0.2, 0.68)  # uniform (plain frames)
+SMALL_SIZE_RANGE = (0.08, 0.2)  # log-uniform: the small hard frames a tuning run may ask more of
 FINAL_HARD_SHARE = 0.9  # share of hard frames at the end of the curriculum (the rest stay plain)
 TRAIN_VARIETY = vocab.Variety(log_size=True, overflow=0.15, hue_jitter_deg=8.0, min_saturation=0.6)
 # Filters that shrink frames to the model's input: ffmpeg's "area" (the engine's loader), bicubic
@@ -93,17 +94,19 @@ def photometric(frame: Image.Image, rng: np.random.Generator) -> Image.Image:
     return frame.point(table * 3)
 
 
-def training_frame(rng: np.random.Generator, concept: vocab.Concept, size_px: int, hard: bool = True) -> Image.Image:
+def training_frame(rng: np.random.Generator, concept: vocab.Concept, size_px: int, hard: bool = True,
+                   size_range: tuple[float, float] = TRAIN_SIZE_RANGE) -> Image.Image:
     """A fresh, roughened frame of ``concept`` at a random video-like size, shrunk to fit ``size_px``.
 
     A plain frame (``hard`` False) has a mid-sized object wholly inside the frame and its exposure untouched,
     as the first model was trained on; a hard one any size from a tenth of the frame height to nine tenths,
-    possibly cut by the frame's edge, smeared by motion, darker or brighter.
+    possibly cut by the frame's edge, smeared by motion, darker or brighter (``size_range``: a hard object's
+    height range).
     """
     width, height = TRAIN_FRAME_SIZES_PX[rng.integers(len(TRAIN_FRAME_SIZES_PX))]
     if hard:
         scene = vocab.random_scene(rng, concept.shape, concept.colour, aspect=width / height,
-                                   size_range=TRAIN_SIZE_RANGE, variety=TRAIN_VARIETY)
+                                   size_range=size_range, variety=TRAIN_VARIETY)
     else:
         scene = vocab.random_scene(rng, concept.shape, concept.colour, aspect=width / height,
                                    size_range=PLAIN_SIZE_RANGE)
@@ -142,14 +145,19 @@ class Curriculum:
 
 
 def training_batch(rng: np.random.Generator, batch_size: int, size_px: int, mean, std,
-                   caption_tokens: torch.Tensor, hard: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, caption tokens and concept ids of one batch; concepts are spread evenly over the batch, and
-    a share ``hard`` of the frames are hard ones (see :func:`training_frame`)."""
+                   caption_tokens: torch.Tensor, hard: float = 1.0,
+                   small: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images, caption tokens and concept ids of one batch; concepts are spread evenly over the batch, a
+    share ``hard`` of the frames are hard ones (see :func:`training_frame`), and a share ``small`` of those
+    hold a small object (:data:`SMALL_SIZE_RANGE`). With ``small`` 0 the batch is drawn exactly as before."""
     n = len(vocab.CONCEPTS)
     concept_ids = np.concatenate([rng.permutation(n) for _ in range(math.ceil(batch_size / n))])[:batch_size]
     hard_frames = rng.random(batch_size) < hard
-    frames = [training_frame(rng, vocab.CONCEPTS[i], size_px, bool(h))
-              for i, h in zip(concept_ids, hard_frames, strict=True)]
+    ranges = [TRAIN_SIZE_RANGE] * batch_size
+    if small > 0:
+        ranges = [SMALL_SIZE_RANGE if s else TRAIN_SIZE_RANGE for s in rng.random(batch_size) < small]
+    frames = [training_frame(rng, vocab.CONCEPTS[i], size_px, bool(h), r)
+              for i, h, r in zip(concept_ids, hard_frames, ranges, strict=True)]
     images = frames_to_tensor(frames, size_px, mean, std)
     noisy = np.flatnonzero(rng.random(batch_size) < 0.5)  # sensor noise on half the frames
     sigma = torch.from_numpy(rng.uniform(0.0, 0.03, len(noisy)).astype(np.float32)).view(-1, 1, 1, 1)
@@ -165,8 +173,10 @@ class TrainingBatches(torch.utils.data.Dataset):
     many loader processes draw them, and drawing overlaps training when there is a loader process."""
 
     def __init__(self, steps: int, seed: int, batch_size: int, size_px: int, mean, std,
-                 caption_tokens: torch.Tensor, curriculum: Curriculum | None = None, start_step: int = 0) -> None:
+                 caption_tokens: torch.Tensor, curriculum: Curriculum | None = None, start_step: int = 0,
+                 small: float = 0.0) -> None:
         self.steps, self.seed, self.batch_size, self.size_px = steps, seed, batch_size, size_px
+        self.small = small  # share of the hard frames with a small object (training_batch)
         self.mean, self.std, self.caption_tokens = mean, std, caption_tokens
         self.curriculum = curriculum or Curriculum()
         self.start_step = start_step  # item i is the batch of step start_step + i
@@ -178,7 +188,7 @@ class TrainingBatches(torch.utils.data.Dataset):
         step = self.start_step + index
         rng = np.random.default_rng([self.seed, step])
         return training_batch(rng, self.batch_size, self.size_px, self.mean, self.std, self.caption_tokens,
-                              self.curriculum.hard_share(step))
+                              self.curriculum.hard_share(step), self.small)
 
 
 def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,

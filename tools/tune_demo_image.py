@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--plain", type=float, default=0.4, help="share of plain frames in every batch")
+    parser.add_argument("--small", type=float, default=0.0,
+                        help="share of the hard frames that hold a small object (0.08-0.2 of the height)")
     parser.add_argument("--scale", type=float, default=None,
                         help="softmax sharpness (default: the model's own logit scale)")
     parser.add_argument("--cosine-weight", type=float, default=0.0,
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not 0.0 <= args.plain < 1.0:
         raise ValueError(f"--plain must be in [0, 1), got {args.plain}")
+    if not 0.0 <= args.small <= 1.0:
+        raise ValueError(f"--small must be in [0, 1], got {args.small}")
     if not args.init.is_file():
         raise ValueError(f"--init {args.init}: no such checkpoint file")
     if args.out.resolve() == args.init.resolve():
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     caption_tokens = torch.zeros(len(vocab.CONCEPTS), 1, 1, dtype=torch.long)  # captions are not drawn here
     batches = torch.utils.data.DataLoader(
         TrainingBatches(args.steps, args.seed + TUNE_SEED_OFFSET, args.batch_size, size_px, mean, std,
-                        caption_tokens, hard_share),
+                        caption_tokens, hard_share, small=args.small),
         batch_size=None, shuffle=False, num_workers=args.workers, prefetch_factor=2 if args.workers else None)
     decay = [p for n, p in model.visual.named_parameters() if p.ndim >= 2 and "bn" not in n]
     no_decay = [p for n, p in model.visual.named_parameters() if not (p.ndim >= 2 and "bn" not in n)]
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
                 "tuned_from": args.init.name, "steps": str(args.steps), "batch_size": str(args.batch_size),
                 "lr": str(args.lr), "plain": str(args.plain),
                 "per_language": str(args.per_language),
-                "cosine_weight": str(args.cosine_weight), "seed": str(args.seed),
+                "cosine_weight": str(args.cosine_weight), "small": str(args.small), "seed": str(args.seed),
                 "weight_decay": str(args.weight_decay), "threads": str(args.threads),
                 "train_seconds": f"{train_s:.0f}"}
     save_fp16(model, args.out, metadata)
