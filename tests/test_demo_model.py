@@ -303,3 +303,39 @@ def test_the_unknown_word_step_leaves_every_caption_embedding_as_it_was(demo_mod
     known = tune.vocabulary_token_ids(tokenizer)
     assert len(known) < 200  # the rows the captions use; the tool moves the other ~49,300
     assert torch.equal(model.token_embedding.weight[known], again.token_embedding.weight[known])
+
+
+def test_the_chinese_step_trains_on_words_the_chinese_hybrid_evaluation_never_asks(demo_model):
+    """tools/tune_demo_chinese.py (step 5) must not see the demo settings' Chinese words that
+    tools/eval_hybrid.py --language zh measures it on, nor words made of the captions' characters."""
+    tune = load_tool("tune_demo_chinese")
+    words = tune.training_words()
+    assert len(words) >= 80
+    banned = tune.caption_characters() | tune.setting_characters()
+    assert {"海", "婚", "城", "节", "旅", "色", "形"} <= banned
+    assert not [w for w in words if set(w) & banned]
+    rng = np.random.default_rng(1)
+    phrases, concepts = tune.mixed_phrases(rng, words, 20)
+    for phrase, index in zip(phrases, concepts, strict=True):
+        assert any(caption in phrase for caption in vocab.captions(vocab.CONCEPTS[index].shape,
+                                                                    vocab.CONCEPTS[index].colour, "zh"))
+
+
+def test_the_chinese_step_keeps_english_bit_for_bit_unless_asked_to_train_the_transformer(demo_model, evaluation,
+                                                                                          tmp_path):
+    tune = load_tool("tune_demo_chinese")
+    model, tokenizer = demo_model
+    english = [text for concept in vocab.CONCEPTS for text in vocab.captions(concept.shape, concept.colour, "en")]
+    chinese = ["婚礼上的一个红色的圆形"]
+    rows_only, whole = tmp_path / "rows.safetensors", tmp_path / "whole.safetensors"
+    tune.main(["--out", str(rows_only), "--steps", "3", "--transformer", "0"])
+    tune.main(["--out", str(whole), "--steps", "3", "--transformer", "100"])
+    with torch.inference_mode():
+        before_en, before_zh = model.encode_text(tokenizer(english)), model.encode_text(tokenizer(chinese))
+        again, _ = evaluation.load_demo_model(MODEL_CONFIG_PATH, rows_only)
+        assert torch.equal(again.encode_text(tokenizer(english)), before_en)
+        assert not torch.equal(again.encode_text(tokenizer(chinese)), before_zh)
+        moved, _ = evaluation.load_demo_model(MODEL_CONFIG_PATH, whole)
+        after_en = moved.encode_text(tokenizer(english))
+        assert not torch.equal(after_en, before_en)
+        assert torch.equal(moved.visual.state_dict()["conv1.weight"], model.visual.state_dict()["conv1.weight"])

@@ -6,7 +6,9 @@ shapes. Each query names both ("a red circle at a wedding"): a result is right w
 video of that setting that overlaps a shot of that caption. The words alone cannot tell the shapes
 apart, the frames alone cannot tell the settings apart; the fused ranking needs both.
 
-    python tools/eval_hybrid.py [--videos 24] [--seed 7]
+    python tools/eval_hybrid.py [--videos 24] [--seed 7] [--language zh]
+
+``--language zh``: Chinese metadata (category 婚礼, title 婚礼上) and Chinese queries ("婚礼上的一个红色的圆形").
 
 Prints hit@1, hit@5 and the mean reciprocal rank (top 10) per mode (docs/metadata.md).
 """
@@ -30,29 +32,30 @@ MODES = ("frames", "text", "hybrid")
 TOP_K = 10
 
 
-def setting_of(number: int) -> tuple[str, str]:
-    """(category, the words a query uses for it) of the demo video at this position."""
-    category, _, where, _ = SETTINGS[number % len(SETTINGS)]
-    return category, where
+def setting_of(number: int, language: str = "en") -> tuple[str, str]:
+    """(category, the words a query uses for it) of the demo video at this position, in ``language``."""
+    category, category_zh, where, where_zh = SETTINGS[number % len(SETTINGS)]
+    return (category, where) if language == "en" else (category_zh, where_zh)
 
 
-def metadata_rows(videos_dir: Path, truth: dict) -> list[MetadataRow]:
+def metadata_rows(videos_dir: Path, truth: dict, language: str = "en") -> list[MetadataRow]:
     rows = []
     for number, video in enumerate(truth["videos"]):
-        category, where = setting_of(number)
+        category, where = setting_of(number, language)
         rows.append(MetadataRow(f"path:{(videos_dir / video['file']).resolve()}",
                                 {"title": where.capitalize(), "category": category}, number + 1))
     return rows
 
 
-def queries(truth: dict) -> dict[str, list[tuple[str, float, float]]]:
+def queries(truth: dict, language: str = "en") -> dict[str, list[tuple[str, float, float]]]:
     """Each query and its right answers: (file, shot start, shot end) of every shot of that caption in a
     video of that setting."""
     out: dict[str, list[tuple[str, float, float]]] = {}
     for number, video in enumerate(truth["videos"]):
-        _, where = setting_of(number)
+        _, where = setting_of(number, language)
         for shot in video["shots"]:
-            out.setdefault(f"{shot['caption']} {where}", []).append((video["file"], shot["start_s"], shot["end_s"]))
+            text = f"{shot['caption']} {where}" if language == "en" else f"{where}的{shot['caption_zh']}"
+            out.setdefault(text, []).append((video["file"], shot["start_s"], shot["end_s"]))
     return out
 
 
@@ -69,17 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--language", choices=("en", "zh"), default="en", help="of the metadata and the queries")
     args = parser.parse_args(argv)
     with indexed_demo_library(args.videos, args.seed) as (client, videos_dir, truth):
-        failed = [a.error for a in client.import_metadata(metadata_rows(videos_dir, truth)) if a.error]
+        failed = [a.error for a in client.import_metadata(metadata_rows(videos_dir, truth, args.language)) if a.error]
         if failed:
             print(f"metadata import failed: {failed}")
             return 1
-        asked = queries(truth)
+        asked = queries(truth, args.language)
         ranks = {mode: [first_right(client.search(text, top_k=TOP_K, mode=mode), right)
                         for text, right in asked.items()] for mode in MODES}
     print(f"{args.videos} demo videos (seed {args.seed}) with metadata naming only their setting; {len(asked)} "
-          f"queries naming a caption and a setting; top {TOP_K}:")
+          f"queries naming a caption and a setting ({args.language}, e.g. {next(iter(asked))!r}); top {TOP_K}:")
     for mode in MODES:
         found = ranks[mode]
         hit1 = sum(r == 1 for r in found) / len(found)
