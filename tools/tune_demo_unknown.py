@@ -31,6 +31,7 @@ Chinese, including the offline demo's "a brown horse") are only measured.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -103,11 +104,11 @@ def mixed_phrases(rng: np.random.Generator, count: int) -> tuple[list[str], list
     return phrases, concepts
 
 
-def training_phrases(rng: np.random.Generator, count: int) -> list[str]:
-    """``count`` phrases of unknown words, one in three in Chinese."""
+def training_phrases(rng: np.random.Generator, count: int, chinese_share: float = 1 / 3) -> list[str]:
+    """``count`` phrases of unknown words, a share ``chinese_share`` of them in Chinese."""
     phrases = []
     for _ in range(count):
-        chinese = rng.random() < 1 / 3
+        chinese = rng.random() < chinese_share
         templates, words = (TRAIN_TEMPLATES_ZH, TRAIN_WORDS_ZH) if chinese else (TRAIN_TEMPLATES, TRAIN_WORDS)
         template = templates[rng.integers(len(templates))]
         chosen = rng.choice(len(words), size=template.count("{}"), replace=True)
@@ -121,6 +122,11 @@ def with_unknown(table: torch.Tensor, known: torch.Tensor, unknown: torch.Tensor
     mask = torch.zeros(table.shape[0], dtype=torch.bool)
     mask[known] = True
     return torch.where(mask[:, None], table, table + unknown.to(table.dtype)[None, :])
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (a checkpoint's metadata names what it was made from)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def embed_tokens(model: torch.nn.Module, tokens: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
@@ -209,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
         state = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
         metadata = dict(handle.metadata() or {})
     state["token_embedding.weight"] = model.token_embedding.weight.detach().to(state["token_embedding.weight"].dtype)
-    metadata.update({"unknown_from": args.init.name, "unknown_steps": str(args.steps),
+    metadata.update({"unknown_from": args.init.name, "unknown_from_sha256": file_sha256(args.init),
+                     "unknown_steps": str(args.steps), "unknown_lr": str(args.lr), "unknown_seed": str(args.seed),
+                     "unknown_batch_size": str(args.batch_size),
                      "unknown_ceiling": str(args.ceiling), "unknown_keep": str(args.keep),
                      "unknown_anchor": str(args.anchor),
                      "unknown_rows": str(original.shape[0] - len(known))})
