@@ -171,11 +171,13 @@ def test_absent_concepts_are_never_more_than_low_and_present_ones_are_high(flow)
         assert best.level == "high", (file, shot, best.score, best.confidence)
 
 
-def test_english_words_the_demo_model_never_learned_find_nothing_confident(flow):
-    """Queries of words outside the demo vocabulary and outside tools/tune_demo_unknown.py's training words
-    (the offline demo's "a brown horse" among them) match nothing in the library: nothing above "low"."""
+def test_words_the_demo_model_never_learned_find_nothing_confident(flow):
+    """Queries of words outside the demo vocabulary and outside the training words of steps 4 and 5
+    (tools/tune_demo_unknown.py, tools/tune_demo_chinese.py; the offline demo's "a brown horse" and
+    "一匹棕色的马" among them) match nothing in the library: nothing above "low"."""
     _, http, grpc, _, _ = flow
-    for text in ("a brown horse", "a black cat", "sunset over the sea", "a wedding", "a spaceship"):
+    for text in ("a brown horse", "a black cat", "sunset over the sea", "a wedding", "a spaceship",
+                 "一匹棕色的马", "海滩上的日落", "婚礼", "航拍城市"):
         hits = http.search(text, top_k=5)
         assert hits and all(h.level == "low" for h in hits), (text, [(h.score, h.confidence) for h in hits])
         assert grpc.search(text, top_k=5, min_confidence="medium") == []

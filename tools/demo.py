@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         show(client.more_like(star.video_id, star.thumbnail_s, top_k=3))
         print('\nsearch "a brown horse" (nothing like it in the library), at least medium confidence')
         show(client.search("a brown horse", top_k=3, min_confidence="medium"))
+        print('\nsearch "一匹棕色的马" (a brown horse, in Chinese), at least medium confidence')
+        show(client.search("一匹棕色的马", top_k=3, min_confidence="medium"))
         if args.evaluate:
             for language in ("en", "zh"):
                 print(f"\ncaptions {language}: " + evaluate(client, truth_path, language=language).report())
