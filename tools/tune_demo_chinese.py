@@ -8,16 +8,16 @@ anywhere, so Chinese hybrid search could not use the frames, and Chinese words o
 matches (step 4's shared offset cannot move them: they share byte tokens with the captions).
 
 Trained: the token rows that Chinese text uses (any non-ASCII row that a training phrase uses) and no English
-caption uses, and with ``--transformer`` (the
-default) the text transformer, final norm and projection; never the image tower or the positions. Loss:
+caption uses, and with ``--transformer`` (the default) the text transformer, final norm and projection; never
+the image tower or the positions. Loss:
 - a Chinese caption with ordinary Chinese words around it (``MIXED_TEMPLATES_ZH`` over ``WORDS_ZH_ALL``) lands
   on its concept: cross-entropy over the 64 concepts' English targets (step 2's) plus 1 - cosine to its own;
 - a phrase of ordinary words alone stays at most ``--ceiling`` from every concept (as step 4, in Chinese);
 - every Chinese caption stays where it embedded before (``--anchor`` x (1 - cosine));
 - with ``--transformer W``: every English caption, and step 4's English phrases with and without a caption,
   stay where they embedded before (W x (1 - cosine)). With ``--transformer 0`` only rows train and English
-  embeds bit for bit as before (the tool checks it), but the rows alone could not fit even the training
-  phrases (docs/demo-model.md).
+  embeds bit for bit as before (the tool checks it), but with the tool's first version the rows alone could
+  not fit even the training phrases (docs/demo-model.md; not tried again since).
 The training words share no character with the demo settings' Chinese words (海滩上, 婚礼上, 城市里, 大自然中,
 节日里, 旅途中: what `tools/eval_hybrid.py --language zh` asks) nor with the Chinese captions, so that
 evaluation measures words this step never saw (the test checks it); only connecting characters (上, 里, 中,
