@@ -210,10 +210,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.transformer:  # English (captions, captions with other words, other words) stays where it was
             english = tokenizer(english_mixed_phrases(english_rng, args.batch_size)[0]
                                 + english_unknown_phrases(english_rng, args.batch_size // 2, chinese_share=0.0))
-            english = torch.cat([en_tokens, english])
-            with torch.no_grad():
-                was = reference.encode_text(english, normalize=True)
-            loss = loss + args.transformer * (1.0 - (model.encode_text(english, normalize=True) * was).sum(-1)).mean()
+            with torch.no_grad():  # the captions' own embeddings before training are en_before
+                was = torch.cat([en_before, reference.encode_text(english, normalize=True)])
+            now = model.encode_text(torch.cat([en_tokens, english]), normalize=True)
+            loss = loss + args.transformer * (1.0 - (now * was).sum(-1)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
