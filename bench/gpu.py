@@ -2,25 +2,41 @@
 
 When CUDA is present (a driver that reports a device, and torch that sees it), it prints:
 
-- decode: the loader's ffmpeg decode (clipseek.ffmpeg_cmd.decode_argv, frames to a pipe at the
-  encoder's size) with ``-hwaccel cuda`` and in software, in frames/s, against the bare NVDEC limit
-  (``ffmpeg -hwaccel cuda -hwaccel_output_format cuda -i VIDEO -f null -``: frames stay on the GPU);
+- decode: bare decode limits, i.e. ffmpeg decoding the video and throwing the frames away, on NVDEC
+  (``-hwaccel cuda -hwaccel_output_format cuda``: frames stay on the GPU) and in software; then the
+  loader's own decode argv (clipseek.media.ffmpeg_cmd.decode_argv: frames scaled to the encoder's
+  size and piped) with ``-hwaccel cuda`` and in software, and with the scaling done on the GPU
+  (``scale_cuda``, not what the loader does: how much a GPU filter graph would add);
+- the loader's scan (clipseek.media.scan.scan_range: decode, shot detection, sampling) over the whole
+  video in the client's ranges, ``--in-flight`` of them side by side as the Flow's loader runs them:
+  keyframe-guided (PyAV, software; when PyAV is installed), full decode on NVDEC, full decode in
+  software; the shots of each against the software full decode's;
 - compute: the image encoder (image tower, fp16) in images/s at ``--batch``, against the limit of
   the GPU's fp16 matmul rate divided by the model's FLOPs per image (bench/encoder.py's count);
-- end to end: the video indexed through the Flow with the encoders on ``cuda``, in video frames/s
-  and embedded frames/s.
+- end to end: the loader's scan feeding the image encoder on the GPU, in one process (video frames/s
+  and embedded frames/s, against the decode and compute limits above); and through the real Flow
+  when jina is installed.
 
 Without CUDA it prints why and measures nothing. ``--dry-run-cpu`` runs the same code on the CPU
-(software decode, CPU matmul): to check the script, not a GPU figure.
+(software decode, CPU matmul): to check the script, not a GPU figure. ``--ffprobe-json FILE``: for a
+machine without ffprobe (the lent GPU machine had none), the ffprobe answer for the same generated
+video made on another machine; the frame count decoded here is checked against it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import math
+import queue
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,7 +64,10 @@ def cuda_unavailable_reason() -> str:
 
 def timed_run(argv: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:12])} ...: exit {done.returncode}: "
+                           f"{done.stderr.decode(errors='replace')[-800:]}")
     return time.perf_counter() - started
 
 
@@ -58,19 +77,96 @@ def with_input_args(argv: list[str], extra: list[str]) -> list[str]:
     return argv[:at] + extra + argv[at:]
 
 
-def measure_decode(video: Path, size_px: int, hwaccel: str | None) -> dict[str, float]:
-    from clipseek.media.ffmpeg_cmd import decode_argv
+def video_info(video: Path, ffprobe_json: str | None):
+    from clipseek.media.ffmpeg_cmd import parse_probe
     from clipseek.media.video import probe
 
-    info = probe(video)
+    if shutil.which("ffprobe") or not ffprobe_json:
+        return probe(video)
+    print(f"ffprobe is not installed here: the video's ffprobe answer is {ffprobe_json} (made on another machine "
+          f"for the same generated video); its frame count is checked against the frames decoded here")
+    info = parse_probe(json.loads(Path(ffprobe_json).read_text()))
+    if info is None:
+        raise SystemExit(f"{ffprobe_json}: no video stream in it")
+    return info
+
+
+def gpu_scale_argv(video: Path, size_px: int) -> list[str]:
+    """Decode on NVDEC and letterbox-scale on the GPU (scale_cuda), then download the small frames:
+    a variant the loader does not use, measured to see what a GPU filter graph would add."""
+    graph = (f"scale_cuda={size_px}:{size_px}:force_original_aspect_ratio=decrease:format=yuv420p,hwdownload,"
+             f"format=yuv420p,pad={size_px}:{size_px}:(ow-iw)/2:(oh-ih)/2,format=rgb24,showinfo")
+    return ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", "-hwaccel", "cuda",
+            "-hwaccel_output_format", "cuda", "-i", str(video), "-map", "0:v:0", "-vf", graph,
+            "-f", "rawvideo", "-fps_mode", "passthrough", "pipe:"]
+
+
+def measure_decode(video: Path, info, size_px: int, hwaccel: str | None) -> dict[str, float]:
+    from clipseek.media.ffmpeg_cmd import decode_argv
+
     frames = info.num_frames or round(info.fps * info.duration_s)
-    hw = ["-hwaccel", hwaccel] if hwaccel else []
-    bare = ["ffmpeg", "-nostdin", "-v", "error", *hw, *(["-hwaccel_output_format", hwaccel] if hwaccel else []),
-            "-i", str(video), "-map", "0:v:0", "-f", "null", "-"]
-    loader = decode_argv(video, info, size_px)
-    return {"frames": frames, "bare_fps": frames / timed_run(bare),
-            "loader_fps": frames / timed_run(with_input_args(loader, hw)),
-            "loader_software_fps": frames / timed_run(loader)}
+    bare_sw = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-map", "0:v:0", "-f", "null", "-"]
+    out = {"frames": frames, "bare_sw_fps": frames / timed_run(bare_sw),
+           "loader_sw_fps": frames / timed_run(decode_argv(video, info, size_px))}
+    if hwaccel:
+        bare_hw = with_input_args(bare_sw, ["-hwaccel", hwaccel, "-hwaccel_output_format", hwaccel])
+        out["bare_hw_fps"] = frames / timed_run(bare_hw)
+        out["loader_hw_fps"] = frames / timed_run(decode_argv(video, info, size_px, hwaccel=hwaccel))
+        try:
+            out["gpu_scale_fps"] = frames / timed_run(gpu_scale_argv(video, size_px))
+        except RuntimeError as exc:
+            print(f"  (scale_cuda variant failed: {exc})")
+    return out
+
+
+def reader_frames(video: Path, info, size_px: int, hwaccel: str | None) -> tuple[int, float, str | None]:
+    """Frames the loader's FrameReader hands on for the whole video, its wall time, and the hwaccel
+    it ended on (None: software, also after a fallback)."""
+    from clipseek.media.hardware import DecodeChoice, DecodePath
+    from clipseek.media.video import FrameReader
+
+    decode = DecodePath(DecodeChoice(hwaccel, "bench")) if hwaccel else None
+    reader = FrameReader(video, info, size_px, decode=decode)
+    started = time.perf_counter()
+    count = sum(1 for _ in reader)
+    return count, time.perf_counter() - started, reader.hwaccel
+
+
+def plan(duration_s: float, range_s: float) -> list[tuple[float, float | None]]:
+    """The client's ranges (clipseek.api.index_run.plan_ranges: equal steps, the last to the end)."""
+    starts, t = [], 0.0
+    while t < duration_s - 1e-6:
+        starts.append(t)
+        t += range_s
+    return [(s, s + range_s if i + 1 < len(starts) else None) for i, s in enumerate(starts)]
+
+
+def scan_video(video: Path, info, size_px: int, variant: str, range_s: float, in_flight: int,
+               on_range=None) -> dict:
+    """scan_range over the whole video in ``range_s`` ranges, ``in_flight`` at once (threads, as the
+    Flow's loader serves concurrent ranges); ``on_range(result)`` gets each range's scan as it ends."""
+    from clipseek.media.hardware import DecodeChoice, DecodePath
+    from clipseek.media.scan import scan_range
+    from clipseek.media.shots import SamplingSettings
+
+    guided = variant == "guided"
+    decode = DecodePath(DecodeChoice("cuda", "bench")) if variant == "full-hw" else None
+    sampling = SamplingSettings()
+
+    def one(span):
+        result = scan_range(video, info, sampling, size_px, span[0], span[1], use_guide=guided, decode=decode)
+        if on_range is not None:
+            on_range(result)
+        return result
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        results = list(pool.map(one, plan(info.duration_s, range_s)))
+    wall = time.perf_counter() - started
+    shots = sorted({round(s.start_s, 3) for r in results for s in r.scan.shots})
+    return {"wall_s": wall, "decoded": sum(r.frames_decoded for r in results),
+            "sampled": sum(len(r.scan.frames) for r in results), "shot_starts": shots,
+            "methods": sorted({r.method for r in results})}
 
 
 def matmul_tflops(device: str, size: int, dtype_name: str, reps: int = 5) -> float:
@@ -91,7 +187,7 @@ def matmul_tflops(device: str, size: int, dtype_name: str, reps: int = 5) -> flo
     return 2 * size**3 / best / 1e12
 
 
-def measure_compute(model: str, pretrained: str, device: str, precision: str, batch: int, frames: int) -> dict:
+def measure_compute(model: str, pretrained: str, device: str, precision: str, batch: int, frames: int):
     import numpy as np
 
     from bench.encoder import flops_per_image
@@ -107,11 +203,38 @@ def measure_compute(model: str, pretrained: str, device: str, precision: str, ba
     dtype = {"fp16": "float16", "bf16": "bfloat16"}.get(clip.precision, "float32")
     tflops = matmul_tflops(device, 8192 if device.startswith("cuda") else 2048, dtype)
     limit = tflops * 1e12 / flops
-    return {"gflops_per_image": flops / 1e9, "matmul_tflops": tflops, "images_per_s": images_per_s,
-            "limit_images_per_s": limit, "fraction": images_per_s / limit, "precision": clip.precision}
+    return clip, {"gflops_per_image": flops / 1e9, "matmul_tflops": tflops, "images_per_s": images_per_s,
+                  "limit_images_per_s": limit, "fraction": images_per_s / limit, "precision": clip.precision}
 
 
-def measure_end_to_end(video: Path, model: str, pretrained: str, device: str, frames: int) -> dict[str, float]:
+def pipeline(video: Path, info, size_px: int, variant: str, range_s: float, in_flight: int, clip,
+             batch: int) -> dict:
+    """The loader's scan feeding the image encoder, in this process: ranges are scanned ``in_flight`` at
+    once; each range's sampled frames are embedded on the encoder's device as the range ends."""
+    import numpy as np
+
+    ready: queue.Queue = queue.Queue()
+    embedded = [0]
+
+    def encode_loop():
+        while (item := ready.get()) is not None:
+            clip.encode_frames(item, batch)
+            embedded[0] += len(item)
+
+    encoder = threading.Thread(target=encode_loop)
+    encoder.start()
+    started = time.perf_counter()
+    try:
+        scan = scan_video(video, info, size_px, variant, range_s, in_flight,
+                          on_range=lambda r: r.scan.frames and ready.put(np.stack([f.pixels for f in r.scan.frames])))
+    finally:
+        ready.put(None)
+        encoder.join()
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "embedded": embedded[0], "sampled": scan["sampled"]}
+
+
+def measure_flow(video: Path, model: str, pretrained: str, device: str, frames: int) -> dict[str, float]:
     from bench.indexing import index_with, start_flow
 
     with tempfile.TemporaryDirectory(prefix="clipseek-gpu-ws-") as workspace:
@@ -129,8 +252,17 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the short quick-run videos")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--frames", type=int, default=1024, help="frames embedded for the compute figure")
+    parser.add_argument("--range-s", type=float, default=200.0, help="the client's range length (DEFAULT_CHUNK_S)")
+    parser.add_argument("--in-flight", type=int, default=3, help="ranges scanned at once (DEFAULT_IN_FLIGHT)")
+    parser.add_argument("--ffprobe-json", help="ffprobe's answer for the video, where ffprobe is missing")
+    parser.add_argument("--parts", default="decode,scan,compute,pipeline,flow",
+                        help="what to measure, comma-separated (default: all)")
+    parser.add_argument("--variants", default="guided,full-hw,full-sw",
+                        help="the loader's scans to measure (those this machine can run)")
+    parser.add_argument("--shots-out", help="write each scan's shot start times to this JSON file")
     parser.add_argument("--dry-run-cpu", action="store_true", help="run on the CPU to check the script")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     print(f"load average at start: {load_average()}")
     if args.dry_run_cpu:
         device, hwaccel = "cpu", None
@@ -144,24 +276,99 @@ def main() -> int:
 
         device, hwaccel = "cuda", "cuda"
         print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    video = inputs.ensure_video((inputs.QUICK_VIDEOS if args.quick else inputs.FULL_VIDEOS)[args.video])
+    ffmpeg_version = subprocess.run(["ffmpeg", "-hide_banner", "-version"], capture_output=True, text=True)
+    print(f"ffmpeg: {ffmpeg_version.stdout.splitlines()[0] if ffmpeg_version.stdout else '?'}")
+    from clipseek.media.hardware import detect_decode
+
+    auto = detect_decode("auto")
+    print(f"the loader's setting hwaccel=auto here: {auto.hwaccel or 'software'} ({auto.reason})")
+    spec = (inputs.QUICK_VIDEOS if args.quick else inputs.FULL_VIDEOS)[args.video]
+    video = inputs.ensure_video(spec)
+    info = video_info(video, args.ffprobe_json)
     from clipseek.model.spec import image_size_for
 
-    decode = measure_decode(video, image_size_for(args.model), hwaccel)
-    print(f"decode ({video.name}, {decode['frames']} frames): loader {'hw' if hwaccel else 'sw'} "
-          f"{decode['loader_fps']:.0f} frames/s, loader software {decode['loader_software_fps']:.0f} frames/s, "
-          f"bare decode limit {decode['bare_fps']:.0f} frames/s -> {decode['loader_fps'] / decode['bare_fps']:.2f} "
-          f"of the decode limit")
-    compute = measure_compute(args.model, args.pretrained, device, "auto", args.batch, args.frames)
-    print(f"compute ({args.model}, {compute['precision']}, batch {args.batch}): {compute['images_per_s']:.0f} "
-          f"images/s; matmul {compute['matmul_tflops']:.1f} TFLOP/s / {compute['gflops_per_image']:.2f} GFLOP "
-          f"= limit {compute['limit_images_per_s']:.0f} images/s -> {compute['fraction']:.2f} of the compute limit")
-    e2e = measure_end_to_end(video, args.model, args.pretrained, device, int(decode["frames"]))
-    print(f"end to end through the Flow: {e2e['wall_s']:.1f} s, {e2e['video_fps']:.0f} video frames/s, "
-          f"{e2e['embedded_fps']:.1f} embedded frames/s ({e2e['embedded']} embedded); the loader decodes with "
-          f"the path clipseek.media.hardware picks only once it is wired into its argv")
+    size_px = image_size_for(args.model)
+    frames = info.num_frames or round(info.fps * info.duration_s)
+    print(f"video {video.name}: {info.width_px}x{info.height_px}, {info.duration_s:.1f} s, {frames} frames; "
+          f"frames {size_px} px")
+
+    limit_fps = None
+    if "decode" in parts:
+        limit_fps = decode_part(video, info, size_px, hwaccel, frames)
+    scans = {}
+    if "scan" in parts or "pipeline" in parts:
+        scans = scan_part(video, info, size_px, hwaccel, frames, args, inputs.cut_times(spec))
+    clip = c = None
+    if "compute" in parts or "pipeline" in parts:
+        clip, c = measure_compute(args.model, args.pretrained, device, "auto", args.batch, args.frames)
+        print(f"compute ({args.model}, {c['precision']}, batch {args.batch}): {c['images_per_s']:.0f} images/s; "
+              f"matmul {c['matmul_tflops']:.1f} TFLOP/s / {c['gflops_per_image']:.2f} GFLOP = limit "
+              f"{c['limit_images_per_s']:.0f} images/s -> {c['fraction']:.2f} of the compute limit")
+    if "pipeline" in parts:
+        fastest = min(scans, key=lambda v: scans[v]["wall_s"])
+        p = pipeline(video, info, size_px, fastest, args.range_s, args.in_flight, clip, args.batch)
+        video_fps, embedded_fps = frames / p["wall_s"], p["embedded"] / p["wall_s"]
+        versus = [f"{video_fps / limit_fps:.2f} of the decode limit"] if limit_fps else []
+        versus.append(f"{embedded_fps / c['limit_images_per_s']:.4f} of the compute limit")
+        print(f"end to end in one process (the loader's scan, {fastest}, feeding the encoder on {device}): "
+              f"{p['wall_s']:.1f} s = {video_fps:.0f} video frames/s ({video_fps / info.fps:.0f}x real time), "
+              f"{embedded_fps:.1f} embedded frames/s ({p['embedded']} embedded) -> {', '.join(versus)}")
+    if "flow" in parts:
+        if importlib.util.find_spec("jina") is None:
+            print("end to end through the Flow: not measured, jina is not installed here")
+        else:
+            e2e = measure_flow(video, args.model, args.pretrained, device, frames)
+            print(f"end to end through the Flow: {e2e['wall_s']:.1f} s, {e2e['video_fps']:.0f} video frames/s, "
+                  f"{e2e['embedded_fps']:.1f} embedded frames/s ({e2e['embedded']} embedded)")
     print(f"load average at end: {load_average()}")
     return 0
+
+
+def decode_part(video: Path, info, size_px: int, hwaccel: str | None, frames: int) -> float:
+    """Prints the decode figures; returns the decode limit in frames/s (NVDEC's, else software's)."""
+    d = measure_decode(video, info, size_px, hwaccel)
+    print(f"bare decode, frames thrown away: software {d['bare_sw_fps']:.0f} frames/s"
+          + (f", NVDEC {d['bare_hw_fps']:.0f} frames/s (the decode limit)" if hwaccel else ""))
+    limit_fps = d.get("bare_hw_fps", d["bare_sw_fps"])
+    print(f"the loader's decode argv (scale + pad + rgb24 + showinfo, to a pipe): software {d['loader_sw_fps']:.0f} "
+          f"frames/s" + (f", -hwaccel cuda {d['loader_hw_fps']:.0f} frames/s" if hwaccel else "")
+          + (f", scaled on the GPU (scale_cuda) {d['gpu_scale_fps']:.0f} frames/s" if "gpu_scale_fps" in d else "")
+          + f" -> {d.get('loader_hw_fps', d['loader_sw_fps']) / limit_fps:.2f} of the decode limit")
+    for hw in ([hwaccel] if hwaccel else []) + [None]:
+        count, wall, ended = reader_frames(video, info, size_px, hw)
+        print(f"the loader's FrameReader, {'-hwaccel ' + hw if hw else 'software'}: {count} frames in {wall:.1f} s = "
+              f"{count / wall:.0f} frames/s (ended on {ended or 'software'}); frame count "
+              f"{'matches' if count == frames else 'DIFFERS FROM'} the probe's {frames}")
+
+    return limit_fps
+
+
+def scan_part(video: Path, info, size_px: int, hwaccel: str | None, frames: int, args, cuts: list[float]) -> dict:
+    """Prints the loader's scans of the whole video and how close they place the video's known
+    ``cuts``; returns them by variant."""
+    wanted = args.variants.split(",")
+    variants = [v for v in wanted if (v != "guided" or importlib.util.find_spec("av")) and (v != "full-hw" or hwaccel)]
+    if "guided" in wanted and "guided" not in variants:
+        print("keyframe-guided scan not measured: PyAV is not installed here")
+    scans = {}
+    for variant in variants:
+        scans[variant] = s = scan_video(video, info, size_px, variant, args.range_s, args.in_flight)
+        errors = [min((abs(cut - start) for start in s["shot_starts"]), default=math.inf) for cut in cuts]
+        print(f"the loader's scan ({variant}, {args.range_s:.0f} s ranges, {args.in_flight} in flight): "
+              f"{s['wall_s']:.1f} s = {frames / s['wall_s']:.0f} video frames/s; {s['decoded']} frames decoded, "
+              f"{s['sampled']} sampled, {len(s['shot_starts'])} shots; methods {s['methods']}; "
+              f"{sum(e <= 0.1 for e in errors)} of the video's {len(cuts)} cuts found within 0.1 s "
+              f"(largest distance {max(errors, default=0.0):.3f} s)")
+    if args.shots_out:
+        Path(args.shots_out).write_text(json.dumps({v: s["shot_starts"] for v, s in scans.items()}))
+    if "full-sw" in scans:
+        reference = scans["full-sw"]["shot_starts"]
+        for variant, s in scans.items():
+            if variant != "full-sw":
+                moved = len(set(s["shot_starts"]) ^ set(reference))
+                print(f"  shots of {variant} against full-sw: "
+                      f"{'the same' if not moved else f'{moved} shot starts differ'}")
+    return scans
 
 
 if __name__ == "__main__":

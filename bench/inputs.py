@@ -72,6 +72,21 @@ QUICK_VIDEOS = {
 }
 
 
+def cut_times(spec: VideoSpec) -> list[float]:
+    """The times of the cuts of ``spec``'s video (a shot starts at each; 0 not included)."""
+    starts, t = [], 0.0
+    for _ in range(spec.blocks):
+        left = spec.block_s
+        for _source, _options, seconds in BLOCK_SHOTS:
+            if left <= 1e-6:
+                break
+            starts.append(round(t, 6))
+            seconds = min(seconds, left)
+            left -= seconds
+            t += seconds
+    return starts[1:]
+
+
 def block_argv(spec: VideoSpec, out: Path) -> list[str]:
     """ffmpeg argv writing one block of ``spec``: its shots concatenated, H.264, yuv420p."""
     size = f"{spec.width_px}x{spec.height_px}"

@@ -105,4 +105,78 @@ def test_the_gpu_benchmark_code_runs_end_to_end_on_the_cpu(tmp_path):
     out = run_gpu_bench("--dry-run-cpu", "--quick", "--video", "1min-1080p", "--model", TINY_MODEL,
                         "--frames", "32", "--batch", "16")
     assert "not GPU figures" in out and "of the decode limit" in out and "of the compute limit" in out
-    assert "end to end through the Flow" in out
+    assert "the loader's scan (guided" in out and "the loader's scan (full-sw" in out
+    assert "shots of guided against full-sw: the same" in out
+    assert "end to end in one process" in out and "end to end through the Flow" in out
+
+
+def test_the_decode_argv_asks_for_the_hwaccel_before_the_input():
+    from clipseek.media.ffmpeg_cmd import VideoInfo, decode_argv
+
+    info = VideoInfo(0, 1280, 720, 30.0, 600.0, 0.0, 0, "h264", 18000)
+    software = decode_argv("/v/a.mp4", info, 224, 10.0, 20.0)
+    hardware = decode_argv("/v/a.mp4", info, 224, 10.0, 20.0, hwaccel="cuda")
+    assert "-hwaccel" not in software
+    at = hardware.index("-hwaccel")
+    assert hardware[at + 1] == "cuda" and at < hardware.index("-i")
+    # the rest (seek, filters, pipe) is the software argv's
+    assert hardware[:at] + hardware[at + 2:] == software
+
+
+def cut_video(tmp_path):
+    from synth import Segment, make_video
+
+    path = tmp_path / "cuts.mp4"
+    cuts = make_video(path, [Segment("red", 1.6), Segment("x", 1.4, source="testsrc2"), Segment("0x2050C0", 1.2)])
+    return path, cuts
+
+
+def test_the_loaders_full_decoder_uses_the_hwaccel_and_falls_back_to_software(tmp_path, caplog):
+    """Asked for cuda: with a device the range decodes on it; without one (this machine) ffmpeg stops
+    before its first frame, the range is decoded again in software and the process stays on software.
+    Either way the shots and the sampled frames are those of the software decoder."""
+    from clipseek.media.scan import scan_range
+    from clipseek.media.shots import SamplingSettings
+    from clipseek.media.video import probe
+
+    path, cuts = cut_video(tmp_path)
+    info = probe(path)
+    software = scan_range(path, info, SamplingSettings(), 64, 0.0, None, use_guide=False)
+    decode = DecodePath(DecodeChoice("cuda", "test"))
+    hardware = scan_range(path, info, SamplingSettings(), 64, 0.0, None, use_guide=False, decode=decode)
+    assert software.method == "full" and software.scan.num_decoded == 105
+    assert [round(s.start_s, 3) for s in software.scan.shots] == [0.0, *cuts]
+    assert [s.start_s for s in hardware.scan.shots] == [s.start_s for s in software.scan.shots]
+    assert [f.time_s for f in hardware.scan.frames] == [f.time_s for f in software.scan.frames]
+    assert hardware.scan.num_decoded == software.scan.num_decoded
+    if cuda_device_count() == 0:
+        assert hardware.method == "full" and decode.hwaccel is None and "libcuda" in decode.failure
+        assert "decoding in software from now on" in caplog.text
+        again = scan_range(path, info, SamplingSettings(), 64, 0.0, None, use_guide=False, decode=decode)
+        assert again.method == "full"  # straight to software: no second failed attempt
+    else:
+        assert hardware.method == "full (cuda)" and decode.hwaccel == "cuda"
+
+
+def test_a_broken_file_is_not_taken_for_a_broken_gpu(tmp_path):
+    """ffmpeg failing on the file itself is the file's error: the hardware path stays chosen."""
+    from clipseek.errors import VideoOpenError
+    from clipseek.media.ffmpeg_cmd import VideoInfo
+    from clipseek.media.video import FrameReader
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
+    decode = DecodePath(DecodeChoice("cuda", "test"))
+    info = VideoInfo(0, 64, 64, 25.0, 1.0, 0.0, 0, "h264", 25)
+    with pytest.raises(VideoOpenError, match="could not decode"):
+        list(FrameReader(bad, info, 32, decode=decode))
+    assert decode.hwaccel == "cuda" and not decode.failure
+
+
+def test_a_bad_hwaccel_setting_stops_the_loader_at_start_naming_the_value(tmp_path):
+    from clipseek.media.shots import SamplingSettings
+    from clipseek.media.source import MediaSource
+
+    with pytest.raises(ValueError, match="'gpu'"):
+        MediaSource([str(tmp_path)], SamplingSettings(), 224, hwaccel="gpu")
+    assert MediaSource([str(tmp_path)], SamplingSettings(), 224, hwaccel="none").decode.hwaccel is None

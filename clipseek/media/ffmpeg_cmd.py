@@ -146,10 +146,15 @@ def frame_filter_args(size_px: int) -> list[tuple[str, tuple, dict]]:
 
 
 def decode_argv(path: str | Path, info: VideoInfo, size_px: int, start_s: float = 0.0,
-                end_s: float | None = None, ffmpeg_bin: str = "ffmpeg") -> list[str]:
+                end_s: float | None = None, ffmpeg_bin: str = "ffmpeg", hwaccel: str | None = None) -> list[str]:
     """ffmpeg argv that writes every frame of [start_s, end_s) of the chosen stream to stdout as raw
-    RGB, letterboxed to ``size_px``; frame times come from showinfo on stderr (see SHOWINFO_RE)."""
+    RGB, letterboxed to ``size_px``; frame times come from showinfo on stderr (see SHOWINFO_RE).
+
+    ``hwaccel`` (e.g. ``cuda``, clipseek.media.hardware): decode on that device; each frame is copied
+    back to system memory, so the filters and the pipe are the same as in software."""
     input_kwargs: dict[str, Any] = {}
+    if hwaccel:
+        input_kwargs["hwaccel"] = hwaccel
     if start_s > 0:
         input_kwargs["ss"] = f"{start_s:.6f}"  # input seeking: fast, and exact since ffmpeg 2.1
     if end_s is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipseek.media.ffmpeg_cmd import VideoInfo
+from clipseek.media.hardware import DecodePath
 from clipseek.media.keyscan import GuidedReader, GuideSettings, GuideStats, structure_ok
 from clipseek.media.shots import SamplingSettings, ShotSampler, ShotScan
 from clipseek.media.video import FrameReader
@@ -24,7 +25,7 @@ logger = logging.getLogger("clipseek.media.scan")
 @dataclass
 class RangeScan:
     scan: ShotScan
-    method: str  # "keyframes" (guided) or "full"
+    method: str  # "keyframes" (guided), "full" or "full (cuda)" (the full decoder on that hwaccel)
     frames_decoded: int  # frames the decoders produced (keyframes included)
     stderr_tail: str = ""
     guide: GuideStats | None = None  # what the keyframe-guided scan decided (None: the full path)
@@ -39,8 +40,12 @@ def guide_settings(sampling: SamplingSettings, max_keyframe_gap_s: float, shortc
 
 def scan_range(path: Path, info: VideoInfo, sampling: SamplingSettings, size_px: int, start_s: float,
                end_s: float | None, keyframe_scan: bool = True, max_keyframe_gap_s: float = 10.0,
-               use_guide: bool | None = None, keyframe_shortcuts: bool = True) -> RangeScan:
-    """Shots of [start_s, end_s) and the frames chosen in it (``end_s`` None: to the end)."""
+               use_guide: bool | None = None, keyframe_shortcuts: bool = True,
+               decode: DecodePath | None = None) -> RangeScan:
+    """Shots of [start_s, end_s) and the frames chosen in it (``end_s`` None: to the end).
+
+    ``decode``: the hardware decode path the full decoder uses (clipseek.media.hardware; None:
+    software). The keyframe-guided scan decodes in software (PyAV) either way."""
     sampler = ShotSampler(sampling, info.fps, size_px, info.aspect, start_s,
                           end_s if end_s is not None else math.inf)
     decode_from = sampling.decode_start_s(start_s)
@@ -59,9 +64,10 @@ def scan_range(path: Path, info: VideoInfo, sampling: SamplingSettings, size_px:
         # it is decoded in full (a range with no frame to show is an error only if it really has none).
         logger.debug("%s %.2f-%s s: no frame from the keyframe scan, decoding the range in full", path.name,
                      start_s, end_s)
-        return scan_range(path, info, sampling, size_px, start_s, end_s, use_guide=False)
-    full = FrameReader(path, info, size_px, decode_from, decode_to)
+        return scan_range(path, info, sampling, size_px, start_s, end_s, use_guide=False, decode=decode)
+    full = FrameReader(path, info, size_px, decode_from, decode_to, decode=decode)
     for frame in full:
         sampler.push(frame)
     scan = sampler.finish()
-    return RangeScan(scan, "full", scan.num_decoded, full.stderr_tail)
+    return RangeScan(scan, "full" if full.hwaccel is None else f"full ({full.hwaccel})", scan.num_decoded,
+                     full.stderr_tail)

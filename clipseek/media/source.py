@@ -21,6 +21,7 @@ from pathlib import Path
 
 from clipseek.errors import MediaPathError, VideoOpenError
 from clipseek.media.ffmpeg_cmd import VideoInfo
+from clipseek.media.hardware import decode_path
 from clipseek.media.roots import VIDEO_EXTENSIONS, iter_videos, resolve_media_path, resolve_roots
 from clipseek.media.scan import RangeScan, scan_range
 from clipseek.media.shots import SamplingSettings
@@ -77,8 +78,11 @@ class MediaSource:
 
     def __init__(self, roots: list[str], sampling: SamplingSettings, size_px: int, max_range_s: float = 900.0,
                  extensions: list[str] | tuple[str, ...] = VIDEO_EXTENSIONS, keyframe_scan: bool = True,
-                 max_keyframe_gap_s: float = 10.0, keyframe_shortcuts: bool = True):
+                 max_keyframe_gap_s: float = 10.0, keyframe_shortcuts: bool = True, hwaccel: str = "auto"):
         self.roots = resolve_roots(roots)
+        # the full decoder's hardware path (auto/cuda/none), detected here: a bad setting, or "cuda" with
+        # an ffmpeg built without it, fails at start-up, not on the first video
+        self.decode = decode_path(hwaccel)
         self.sampling, self.size_px, self.max_range_s = sampling, size_px, max_range_s
         self.extensions = list(extensions)
         self.keyframe_scan, self.max_keyframe_gap_s = keyframe_scan, max_keyframe_gap_s
@@ -134,7 +138,7 @@ class MediaSource:
         file = self.describe(path)
         start, end = plan_range(uri, file.info, start_s, end_s, self.max_range_s)
         result = scan_range(path, file.info, self.sampling, self.size_px, start, end, self.keyframe_scan,
-                            self.max_keyframe_gap_s, keyframe_shortcuts=self.keyframe_shortcuts)
+                            self.max_keyframe_gap_s, keyframe_shortcuts=self.keyframe_shortcuts, decode=self.decode)
         scan = result.scan
         if not scan.num_decoded:
             raise VideoOpenError(str(path), f"no frame could be decoded from {start:.2f} s on", result.stderr_tail)

@@ -28,6 +28,7 @@ from clipseek.media.ffmpeg_cmd import (
     probe_argv,
     thumbnail_argv,
 )
+from clipseek.media.hardware import DecodePath
 
 logger = logging.getLogger("clipseek.media.video")
 
@@ -88,14 +89,19 @@ class FrameReader:
     """
 
     def __init__(self, path: Path, info: VideoInfo, size_px: int, start_s: float = 0.0,
-                 end_s: float | None = None, ffmpeg_bin: str = "ffmpeg", prefetch_frames: int = 64):
+                 end_s: float | None = None, ffmpeg_bin: str = "ffmpeg", prefetch_frames: int = 64,
+                 decode: DecodePath | None = None):
         self.path = path
         self.prefetch_frames = max(1, prefetch_frames)  # decoded ahead of the caller (64 x 150 KB at 224 px)
         self.info = info
         self.size_px = size_px
         self.start_s = max(0.0, start_s)
         self.end_s = end_s
-        self.argv = decode_argv(path, info, size_px, self.start_s, end_s, ffmpeg_bin)
+        self.ffmpeg_bin = ffmpeg_bin
+        # decode: the process's hardware decode path (clipseek.media.hardware); None: software
+        self.decode = decode
+        self.hwaccel = decode.hwaccel if decode is not None else None  # what the last attempt used
+        self.argv = decode_argv(path, info, size_px, self.start_s, end_s, ffmpeg_bin, self.hwaccel)
         self._times: queue.Queue[float | None] = queue.Queue()
         self._stderr_tail: deque[str] = deque(maxlen=20)
 
@@ -130,6 +136,21 @@ class FrameReader:
         put(None)
 
     def __iter__(self) -> Iterator[DecodedFrame]:
+        done = yield from self._attempt()
+        if done is None and self.decode is not None and self.decode.note_failure(self.stderr_tail):
+            # the hardware decoder could not be set up (no driver, no device left): ffmpeg stopped
+            # before its first frame, so the same range is decoded again in software
+            self.hwaccel = None
+            self.argv = decode_argv(self.path, self.info, self.size_px, self.start_s, self.end_s, self.ffmpeg_bin)
+            self._times = queue.Queue()
+            self._stderr_tail.clear()
+            done = yield from self._attempt()
+        if done is None:
+            raise VideoOpenError(str(self.path), "ffmpeg could not decode the video", self.stderr_tail)
+
+    def _attempt(self) -> Iterator[DecodedFrame]:
+        """One ffmpeg run; returns the number of frames handed on, or None when ffmpeg failed before
+        the first frame (the caller decides whether to try again in software)."""
         frame_bytes = self.size_px * self.size_px * 3
         try:
             process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -178,11 +199,11 @@ class FrameReader:
             reader.join(timeout=5)
             process.stderr.close()
         if returncode != 0 and index == 0:
-            raise VideoOpenError(str(self.path), "ffmpeg could not decode the video",
-                                 "\n".join(self._stderr_tail))
+            return None
         if returncode != 0:
             logger.warning("%s: ffmpeg stopped with code %s after %d frames: %s", self.path, returncode,
                            index, self._stderr_tail[-1] if self._stderr_tail else "")
+        return index
 
     @property
     def stderr_tail(self) -> str:

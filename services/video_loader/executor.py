@@ -46,6 +46,7 @@ class LoaderSettings:
     keyframe_scan: bool = True  # decode only around keyframes and suspected cuts where the stream allows
     max_keyframe_gap_s: float = 10.0  # keyframe scan: longer stretches without a keyframe are decoded in full
     keyframe_shortcuts: bool = True  # keyframe scan: no decoding where the stream marks the cut (see README)
+    hwaccel: str = "auto"  # full decoder: auto (NVIDIA's when ffmpeg and a device offer it), cuda, none
     max_range_s: float = 900.0  # longest time range one /index request may decode
     video_extensions: list[str] = field(default_factory=lambda: list(VIDEO_EXTENSIONS))
 
@@ -64,9 +65,9 @@ class VideoLoader(ClipseekExecutor):
             chroma_threshold=s.chroma_threshold, fade_window_s=s.fade_window_s, detect_px=s.detect_px)
         self.media = MediaSource(s.media_roots, sampling, s.frame_size_px or image_size_for(s.model),
                                  s.max_range_s, s.video_extensions, s.keyframe_scan, s.max_keyframe_gap_s,
-                                 s.keyframe_shortcuts)
-        self.log.info("video loader: media roots %s, frames %d px", [str(r) for r in self.media.roots],
-                      self.media.size_px)
+                                 s.keyframe_shortcuts, s.hwaccel)
+        self.log.info("video loader: media roots %s, frames %d px, full decode: %s", [str(r) for r in self.media.roots],
+                      self.media.size_px, self.media.decode.hwaccel or "software")
 
     # -- /probe ------------------------------------------------------------------------------
     @requests(on="/probe")
