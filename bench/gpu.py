@@ -2,8 +2,9 @@
 
 When CUDA is present (a driver that reports a device, and torch that sees it), it prints:
 
-- decode: bare decode limits, i.e. ffmpeg decoding the video and throwing the frames away, on NVDEC
-  (``-hwaccel cuda -hwaccel_output_format cuda``: frames stay on the GPU) and in software; then the
+- decode: bare decode rates, i.e. ffmpeg decoding the video and throwing the frames away, on NVDEC
+  (``-hwaccel cuda -hwaccel_output_format cuda``: frames stay on the GPU; one stream, and
+  ``--nvdec-streams`` at once) and in software (all cores); the fastest is the decode limit; then the
   loader's own decode argv (clipseek.media.ffmpeg_cmd.decode_argv: frames scaled to the encoder's
   size and piped) with ``-hwaccel cuda`` and in software, and with the scaling done on the GPU
   (``scale_cuda``, not what the loader does: how much a GPU filter graph would add);
@@ -101,7 +102,7 @@ def gpu_scale_argv(video: Path, size_px: int) -> list[str]:
             "-f", "rawvideo", "-fps_mode", "passthrough", "pipe:"]
 
 
-def measure_decode(video: Path, info, size_px: int, hwaccel: str | None) -> dict[str, float]:
+def measure_decode(video: Path, info, size_px: int, hwaccel: str | None, streams: int = 1) -> dict[str, float]:
     from clipseek.media.ffmpeg_cmd import decode_argv
 
     frames = info.num_frames or round(info.fps * info.duration_s)
@@ -111,6 +112,11 @@ def measure_decode(video: Path, info, size_px: int, hwaccel: str | None) -> dict
     if hwaccel:
         bare_hw = with_input_args(bare_sw, ["-hwaccel", hwaccel, "-hwaccel_output_format", hwaccel])
         out["bare_hw_fps"] = frames / timed_run(bare_hw)
+        if streams > 1:  # the chip has several decoders: N decodes at once, frames/s summed
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=streams) as pool:
+                list(pool.map(lambda _: timed_run(bare_hw), range(streams)))
+            out["bare_hw_streams_fps"] = streams * frames / (time.perf_counter() - started)
         out["loader_hw_fps"] = frames / timed_run(decode_argv(video, info, size_px, hwaccel=hwaccel))
         try:
             out["gpu_scale_fps"] = frames / timed_run(gpu_scale_argv(video, size_px))
@@ -254,6 +260,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=1024, help="frames embedded for the compute figure")
     parser.add_argument("--range-s", type=float, default=200.0, help="the client's range length (DEFAULT_CHUNK_S)")
     parser.add_argument("--in-flight", type=int, default=3, help="ranges scanned at once (DEFAULT_IN_FLIGHT)")
+    parser.add_argument("--nvdec-streams", type=int, default=4,
+                        help="bare NVDEC decodes run at once for the GPU's decode limit (it has several decoders)")
     parser.add_argument("--ffprobe-json", help="ffprobe's answer for the video, where ffprobe is missing")
     parser.add_argument("--parts", default="decode,scan,compute,pipeline,flow",
                         help="what to measure, comma-separated (default: all)")
@@ -294,7 +302,7 @@ def main() -> int:
 
     limit_fps = None
     if "decode" in parts:
-        limit_fps = decode_part(video, info, size_px, hwaccel, frames)
+        limit_fps = decode_part(video, info, size_px, hwaccel, frames, args.nvdec_streams)
     scans = {}
     if "scan" in parts or "pipeline" in parts:
         scans = scan_part(video, info, size_px, hwaccel, frames, args, inputs.cut_times(spec))
@@ -324,16 +332,22 @@ def main() -> int:
     return 0
 
 
-def decode_part(video: Path, info, size_px: int, hwaccel: str | None, frames: int) -> float:
+def decode_part(video: Path, info, size_px: int, hwaccel: str | None, frames: int, streams: int) -> float:
     """Prints the decode figures; returns the decode limit in frames/s (NVDEC's, else software's)."""
-    d = measure_decode(video, info, size_px, hwaccel)
-    print(f"bare decode, frames thrown away: software {d['bare_sw_fps']:.0f} frames/s"
-          + (f", NVDEC {d['bare_hw_fps']:.0f} frames/s (the decode limit)" if hwaccel else ""))
-    limit_fps = d.get("bare_hw_fps", d["bare_sw_fps"])
+    d = measure_decode(video, info, size_px, hwaccel, streams)
+    print(f"bare decode, frames thrown away: software (all cores) {d['bare_sw_fps']:.0f} frames/s"
+          + (f", NVDEC one stream {d['bare_hw_fps']:.0f} frames/s" if hwaccel else "")
+          + (f", NVDEC {streams} streams at once {d['bare_hw_streams_fps']:.0f} frames/s"
+             if "bare_hw_streams_fps" in d else ""))
+    # the decode limit: the fastest bare decode measured (the GPU's decoders together, or the CPU's cores)
+    limit_fps = max(d.get("bare_hw_streams_fps", 0.0), d.get("bare_hw_fps", 0.0), d["bare_sw_fps"])
+    print(f"decode limit (the fastest bare decode above): {limit_fps:.0f} frames/s")
+    loader_fps = d.get("loader_hw_fps", d["loader_sw_fps"])
     print(f"the loader's decode argv (scale + pad + rgb24 + showinfo, to a pipe): software {d['loader_sw_fps']:.0f} "
           f"frames/s" + (f", -hwaccel cuda {d['loader_hw_fps']:.0f} frames/s" if hwaccel else "")
           + (f", scaled on the GPU (scale_cuda) {d['gpu_scale_fps']:.0f} frames/s" if "gpu_scale_fps" in d else "")
-          + f" -> {d.get('loader_hw_fps', d['loader_sw_fps']) / limit_fps:.2f} of the decode limit")
+          + f" -> {loader_fps / limit_fps:.2f} of the decode limit"
+          + (f" ({loader_fps / d['bare_hw_fps']:.2f} of one NVDEC stream)" if hwaccel else ""))
     for hw in ([hwaccel] if hwaccel else []) + [None]:
         count, wall, ended = reader_frames(video, info, size_px, hw)
         print(f"the loader's FrameReader, {'-hwaccel ' + hw if hw else 'software'}: {count} frames in {wall:.1f} s = "

@@ -15,21 +15,23 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE_DIR = REPO / "build" / "bench"
 
 # (source, option string, seconds): one block's shots. Moving sources make the H.264 decode real work.
+# life, cellauto and gradients draw random grids, points and colours unless seeded and given their
+# colours: so set, every machine generates the same video.
 BLOCK_SHOTS: list[tuple[str, str, float]] = [
     ("testsrc2", "", 4.0),
     ("color", "c=0xC03020", 3.0),
     ("smptehdbars", "", 2.5),
-    ("gradients", "speed=0.02", 5.0),
+    ("gradients", "speed=0.02:c0=0x3060C0:c1=0xC0A040:seed=3", 5.0),
     ("color", "c=0x2050C0", 3.5),
-    ("life", "mold=10:ratio=0.1:death_color=#202060:life_color=#E0E040", 4.5),
+    ("life", "mold=10:ratio=0.1:death_color=#202060:life_color=#E0E040:seed=7", 4.5),
     ("testsrc2", "alpha=0", 3.0),
     ("color", "c=0x30A050", 2.0),
-    ("cellauto", "rule=110", 4.0),
+    ("cellauto", "rule=110:random_seed=5", 4.0),
     ("rgbtestsrc", "", 3.0),
-    ("gradients", "speed=0.05:c0=0xFF8000:c1=0x0080FF", 6.0),
+    ("gradients", "speed=0.05:c0=0xFF8000:c1=0x0080FF:seed=13", 6.0),
     ("color", "c=0xE0E0E0", 2.5),
     ("testsrc2", "", 5.0),
-    ("life", "ratio=0.3:death_color=#602020:life_color=#40E0E0", 3.5),
+    ("life", "ratio=0.3:death_color=#602020:life_color=#40E0E0:seed=11", 3.5),
     ("smptehdbars", "", 3.0),
     ("color", "c=0x804000", 5.5),
 ]

@@ -41,6 +41,10 @@ def test_each_config_loads_with_its_defaults(monkeypatch, tmp_path):
     assert load("indexer", workspace=str(tmp_path / "w")).settings.max_top_k == 100
     with pytest.raises(ValueError, match="unknown setting|must be"):
         load("indexer", workspace=str(tmp_path / "w"), max_top_k="lots")
+    assert loader.settings.hwaccel == "auto"
+    monkeypatch.setenv("CLIPSEEK_HWACCEL", "gpu")
+    with pytest.raises(ValueError, match=r"CLIPSEEK_HWACCEL.*one of auto, cuda, none, got 'gpu'"):
+        load("video_loader")
 
 
 def test_empty_requests_pass_through_every_executor(loader, image_encoder, text_encoder, indexer):

@@ -131,10 +131,15 @@ def cut_video(tmp_path):
     return path, cuts
 
 
+needs_ffmpeg_cuda = pytest.mark.skipif("cuda" not in ffmpeg_hwaccels(),
+                                       reason="this ffmpeg has no cuda hwaccel: it refuses -hwaccel cuda outright")
+
+
+@needs_ffmpeg_cuda
 def test_the_loaders_full_decoder_uses_the_hwaccel_and_falls_back_to_software(tmp_path, caplog):
-    """Asked for cuda: with a device the range decodes on it; without one (this machine) ffmpeg stops
-    before its first frame, the range is decoded again in software and the process stays on software.
-    Either way the shots and the sampled frames are those of the software decoder."""
+    """Asked for cuda: where the device works the range decodes on it; where it cannot be opened (this
+    machine: no driver) ffmpeg stops before its first frame, the range is decoded again in software and
+    the process stays on software. Either way the shots and the sampled frames are the software decoder's."""
     from clipseek.media.scan import scan_range
     from clipseek.media.shots import SamplingSettings
     from clipseek.media.video import probe
@@ -149,17 +154,82 @@ def test_the_loaders_full_decoder_uses_the_hwaccel_and_falls_back_to_software(tm
     assert [s.start_s for s in hardware.scan.shots] == [s.start_s for s in software.scan.shots]
     assert [f.time_s for f in hardware.scan.frames] == [f.time_s for f in software.scan.frames]
     assert hardware.scan.num_decoded == software.scan.num_decoded
-    if cuda_device_count() == 0:
-        assert hardware.method == "full" and decode.hwaccel is None and "libcuda" in decode.failure
+    if decode.hwaccel is None:  # the device failed: recorded once, and the next range goes straight to software
+        assert hardware.method == "full" and decode.failure
         assert "decoding in software from now on" in caplog.text
         again = scan_range(path, info, SamplingSettings(), 64, 0.0, None, use_guide=False, decode=decode)
-        assert again.method == "full"  # straight to software: no second failed attempt
+        assert again.method == "full"
     else:
-        assert hardware.method == "full (cuda)" and decode.hwaccel == "cuda"
+        assert hardware.method == "full (cuda)"
+    if cuda_device_count() == 0:
+        assert decode.hwaccel is None  # no device here: the fallback above is what was tested
+
+
+@needs_ffmpeg_cuda
+def test_ranges_that_fail_on_the_device_side_by_side_all_decode_in_software(tmp_path):
+    """The loader decodes ranges in flight on threads that share the process's decode path: when the
+    device fails, every one of them retries in software (not only the first to report it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipseek.media.video import FrameReader, probe
+
+    path, _cuts = cut_video(tmp_path)
+    info = probe(path)
+    expected = [f.time_s for f in FrameReader(path, info, 32)]
+    decode = DecodePath(DecodeChoice("cuda", "test"))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        runs = list(pool.map(lambda _: [f.time_s for f in FrameReader(path, info, 32, decode=decode)], range(4)))
+    assert runs == [expected] * 4
+
+
+def test_a_hardware_decoder_that_breaks_down_mid_range_loses_no_frame(tmp_path, caplog):
+    """ffmpeg fails with a CUDA error after some frames: the range is decoded again in software from
+    its start, the frames already handed on are skipped, and none is missing or handed on twice."""
+    from clipseek.media.video import FrameReader, probe
+
+    path, _cuts = cut_video(tmp_path)
+    info = probe(path)
+    fake = tmp_path / "ffmpeg-breaks"
+    fake.write_text(
+        "#!/usr/bin/env python3\n"
+        "import subprocess, sys\n"
+        "argv = sys.argv[1:]\n"
+        "if '-hwaccel' not in argv:\n"
+        "    sys.exit(subprocess.call(['ffmpeg', *argv]))\n"
+        "at = argv.index('-hwaccel')\n"
+        "argv = argv[:at] + argv[at + 2:]\n"
+        "argv = argv[:-1] + ['-frames:v', '30', argv[-1]]  # the output (pipe:) is last\n"
+        "subprocess.call(['ffmpeg', *argv])\n"
+        "sys.stderr.write('[h264 @ 0x1] CUDA_ERROR_LAUNCH_FAILED: unspecified launch failure\\n')\n"
+        "sys.exit(1)\n")
+    fake.chmod(0o755)
+    expected = [(f.index, f.time_s, f.pixels.tobytes()) for f in FrameReader(path, info, 32)]
+    decode = DecodePath(DecodeChoice("cuda", "test"))
+    reader = FrameReader(path, info, 32, ffmpeg_bin=str(fake), decode=decode)
+    got = [(f.index, f.time_s, f.pixels.tobytes()) for f in reader]
+    assert len(expected) == 105 and got == expected
+    assert reader.hwaccel is None and "CUDA_ERROR_LAUNCH_FAILED" in decode.failure
+    assert "decoding in software from now on" in caplog.text
+
+
+# What an NVIDIA card without AV1 decode says for an AV1 file (ffmpeg 8): the device works, this
+# stream cannot be decoded on it, and every frame fails.
+AV1_ON_A_CARD_WITHOUT_AV1 = """[av1 @ 0x5c00] Hardware is lacking required capabilities
+[av1 @ 0x5c00] Failed setup for format cuda: hwaccel initialisation returned error.
+[av1 @ 0x5c00] Your platform doesn't support hardware accelerated AV1 decoding.
+[dec:av1 @ 0x5c01] Decode error rate 1 exceeds maximum 0.666667"""
+
+
+def test_a_stream_the_device_cannot_decode_is_retried_without_giving_up_the_device():
+    path = DecodePath(DecodeChoice("cuda", "test"))
+    assert looks_like_hw_failure(AV1_ON_A_CARD_WITHOUT_AV1)  # this stream: decoded again in software
+    assert not path.note_failure(AV1_ON_A_CARD_WITHOUT_AV1)  # the next files still go to the GPU
+    assert path.hwaccel == "cuda" and not path.failure
+    assert not looks_like_hw_failure("moov atom not found\nInvalid data found when processing input")
 
 
 def test_a_broken_file_is_not_taken_for_a_broken_gpu(tmp_path):
-    """ffmpeg failing on the file itself is the file's error: the hardware path stays chosen."""
+    """ffmpeg failing to open the file is the file's error: the hardware path stays chosen."""
     from clipseek.errors import VideoOpenError
     from clipseek.media.ffmpeg_cmd import VideoInfo
     from clipseek.media.video import FrameReader

@@ -6,10 +6,12 @@ the driver reports (``choose_decode``), so it is tested without a GPU. The devic
 the CUDA driver library through ctypes, not from torch: the loader, which decodes, never imports
 torch (clipseek.torch_free). ``-hwaccel cuda`` without ``-hwaccel_output_format`` makes ffmpeg copy
 each decoded frame back to system memory, so the loader's filter graph (scale, pad, showinfo) and
-its pipe stay as they are; a codec that NVDEC does not support is decoded in software by ffmpeg
-itself. What ffmpeg cannot fall back from is a CUDA device it cannot open (no driver, a driver too
-old, no device left): it exits before the first frame, and ``DecodePath.note_failure`` recognises
-that from its stderr so the caller can run the same argv without the hardware option.
+its pipe stay as they are. When ffmpeg cannot open the CUDA device (no driver, a driver too old, no
+device left) it exits before the first frame; when the device cannot decode the stream (a codec or
+profile NVDEC lacks) every frame fails; a CUDA call can also fail in the middle. ``looks_like_hw_failure``
+recognises all three from ffmpeg's stderr, so the caller (clipseek.media.video.FrameReader) decodes the
+range again in software, and ``DecodePath.note_failure`` switches the whole process to software when it
+was the device.
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ from dataclasses import dataclass
 logger = logging.getLogger("clipseek.media.hardware")
 
 HWACCEL_CHOICES = ("auto", "cuda", "none")
-# ffmpeg's messages when the CUDA device or the hwaccel cannot be set up at all.
+# ffmpeg's messages when the CUDA device cannot be set up at all (no driver, no device left), or a CUDA
+# call fails on the way: the device is the problem, so the process decodes in software from then on.
 HW_FAILURE_RE = re.compile(
-    r"Device creation failed|Failed setup for format cuda|hwaccel initialisation returned error|"
-    r"No device available for decoder|Device setup failed for decoder|Cannot load (libcuda|libnvcuvid)|"
-    r"Could not dynamically load CUDA|"
+    r"Device creation failed|No device available for decoder|Device setup failed for decoder|"
+    r"Cannot load (libcuda|libnvcuvid)|Could not dynamically load CUDA|"
     r"CUDA_ERROR_\w+|cuInit\(0\) failed|Error creating a CUDA device|Failed to create a CUDA device",
     re.IGNORECASE)
-
+# ffmpeg's messages when the device works but cannot decode this stream (a codec or profile NVDEC lacks,
+# e.g. AV1 on an older card: "Failed setup for format cuda: hwaccel initialisation returned error", then
+# every frame fails): the stream is decoded again in software, other files still go to the GPU.
+HW_STREAM_FAILURE_RE = re.compile(
+    r"Failed setup for format cuda|hwaccel initiali[sz]ation returned error|"
+    r"Hardware is lacking required capabilities|doesn't support hardware accelerated",
+    re.IGNORECASE)
 
 @dataclass(frozen=True)
 class DecodeChoice:
@@ -112,9 +120,10 @@ def cuda_device_count() -> int:
 def detect_decode(requested: str = "auto", ffmpeg_bin: str = "ffmpeg") -> DecodeChoice:
     """``choose_decode`` with what this machine offers (asked once per process)."""
     requested = requested.strip().lower()
-    if requested == "none":
-        return choose_decode(requested, [], 0)
-    choice = choose_decode(requested, ffmpeg_hwaccels(ffmpeg_bin), cuda_device_count())
+    if requested not in HWACCEL_CHOICES or requested == "none":
+        return choose_decode(requested, [], 0)  # refuses a bad value before running anything
+    hwaccels = ffmpeg_hwaccels(ffmpeg_bin)
+    choice = choose_decode(requested, hwaccels, cuda_device_count() if "cuda" in hwaccels else 0)
     logger.info("video decode: %s (%s)", choice.hwaccel or "software", choice.reason)
     return choice
 
@@ -142,19 +151,23 @@ class DecodePath:
         return ["-hwaccel", self.hwaccel] if self.hwaccel else []
 
     def note_failure(self, stderr: str) -> bool:
-        if self.hwaccel is None or not looks_like_hw_failure(stderr):
+        """Record a failed hardware decode; True when its device failed and this call switched the
+        process to software (a stream NVDEC cannot decode leaves the choice as it is)."""
+        if self._choice.hwaccel is None or not HW_FAILURE_RE.search(stderr or ""):
             return False
         with self._lock:
-            if not self.failure:
-                self.failure = next(line for line in stderr.splitlines() if HW_FAILURE_RE.search(line))
-                logger.warning("hardware decode (%s) failed, decoding in software from now on: %s",
-                               self._choice.hwaccel, self.failure.strip())
+            if self.failure:
+                return False  # already software
+            self.failure = next(line for line in stderr.splitlines() if HW_FAILURE_RE.search(line))
+        logger.warning("hardware decode (%s) failed, decoding in software from now on: %s",
+                       self._choice.hwaccel, self.failure.strip())
         return True
 
 
 def looks_like_hw_failure(stderr: str) -> bool:
-    """Whether ffmpeg's stderr says the hardware decoder or its device could not be set up."""
-    return bool(HW_FAILURE_RE.search(stderr or ""))
+    """Whether ffmpeg's stderr says the hardware decoder failed: its device (HW_FAILURE_RE) or this
+    stream on it (HW_STREAM_FAILURE_RE). Either way the same decode can be run again in software."""
+    return bool(HW_FAILURE_RE.search(stderr or "") or HW_STREAM_FAILURE_RE.search(stderr or ""))
 
 
 _PATHS: dict[tuple[str, str], DecodePath] = {}

@@ -25,7 +25,9 @@ logger = logging.getLogger("clipseek.media.scan")
 @dataclass
 class RangeScan:
     scan: ShotScan
-    method: str  # "keyframes" (guided), "full" or "full (cuda)" (the full decoder on that hwaccel)
+    # "keyframes" (guided), "full", or "full (cuda)": the full decoder asked ffmpeg for that hwaccel and
+    # ffmpeg did not fail (ffmpeg may still have decoded some frames in software by itself)
+    method: str
     frames_decoded: int  # frames the decoders produced (keyframes included)
     stderr_tail: str = ""
     guide: GuideStats | None = None  # what the keyframe-guided scan decided (None: the full path)

@@ -28,7 +28,7 @@ from clipseek.media.ffmpeg_cmd import (
     probe_argv,
     thumbnail_argv,
 )
-from clipseek.media.hardware import DecodePath
+from clipseek.media.hardware import DecodePath, looks_like_hw_failure
 
 logger = logging.getLogger("clipseek.media.video")
 
@@ -102,18 +102,20 @@ class FrameReader:
         self.decode = decode
         self.hwaccel = decode.hwaccel if decode is not None else None  # what the last attempt used
         self.argv = decode_argv(path, info, size_px, self.start_s, end_s, ffmpeg_bin, self.hwaccel)
-        self._times: queue.Queue[float | None] = queue.Queue()
-        self._stderr_tail: deque[str] = deque(maxlen=20)
+        self._stderr_tail: deque[str] = deque(maxlen=20)  # the last attempt's ffmpeg messages
 
-    def _read_stderr(self, stream) -> None:
+    @staticmethod
+    def _read_stderr(stream, times: queue.Queue, tail: deque) -> None:
+        """Frame times from showinfo into ``times`` (then None), other lines into ``tail``: one
+        attempt's own queue and tail, so a late reader of an earlier attempt cannot mix into the next."""
         for raw in iter(stream.readline, b""):
             line = raw.decode(errors="replace").rstrip()
             parsed = parse_showinfo(line)
             if parsed is not None:
-                self._times.put(parsed[1])
+                times.put(parsed[1])
             elif line:
-                self._stderr_tail.append(line)
-        self._times.put(None)
+                tail.append(line)
+        times.put(None)
 
     def _read_stdout(self, stream, frame_bytes: int, frames: queue.Queue, stop: threading.Event) -> None:
         """Read whole frames into ``frames`` (bounded) until EOF or ``stop``; then put None."""
@@ -136,28 +138,38 @@ class FrameReader:
         put(None)
 
     def __iter__(self) -> Iterator[DecodedFrame]:
-        done = yield from self._attempt()
-        if done is None and self.decode is not None and self.decode.note_failure(self.stderr_tail):
-            # the hardware decoder could not be set up (no driver, no device left): ffmpeg stopped
-            # before its first frame, so the same range is decoded again in software
+        handed, returncode = yield from self._attempt(0, None)
+        if returncode != 0 and self.hwaccel and looks_like_hw_failure(self.stderr_tail):
+            # The hardware decoder failed: it could not be set up (no driver, no device left: ffmpeg
+            # stops before its first frame), or it broke down in the middle. The range is decoded again
+            # in software, from its start, and the frames already handed on are skipped. The decision
+            # rests on this attempt's own hwaccel and messages, so ranges that failed side by side all
+            # retry; the process's decode path records the failure once (software from now on).
+            if self.decode is not None:
+                self.decode.note_failure(self.stderr_tail)
+            last_s = self._last_time_s if handed else None
             self.hwaccel = None
             self.argv = decode_argv(self.path, self.info, self.size_px, self.start_s, self.end_s, self.ffmpeg_bin)
-            self._times = queue.Queue()
-            self._stderr_tail.clear()
-            done = yield from self._attempt()
-        if done is None:
+            more, returncode = yield from self._attempt(handed, last_s)
+            handed += more
+        if handed == 0 and returncode != 0:
             raise VideoOpenError(str(self.path), "ffmpeg could not decode the video", self.stderr_tail)
+        if returncode != 0:
+            logger.warning("%s: ffmpeg stopped with code %s after %d frames: %s", self.path, returncode,
+                           handed, self._stderr_tail[-1] if self._stderr_tail else "")
 
-    def _attempt(self) -> Iterator[DecodedFrame]:
-        """One ffmpeg run; returns the number of frames handed on, or None when ffmpeg failed before
-        the first frame (the caller decides whether to try again in software)."""
+    def _attempt(self, first_index: int, after_s: float | None) -> Iterator[DecodedFrame]:
+        """One ffmpeg run of ``self.argv``, handing on the frames later than ``after_s`` (None: all),
+        numbered from ``first_index``; returns (frames handed on, ffmpeg's exit code)."""
         frame_bytes = self.size_px * self.size_px * 3
+        times: queue.Queue[float | None] = queue.Queue()
+        self._stderr_tail = tail = deque(maxlen=20)
         try:
             process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        stdin=subprocess.DEVNULL)
         except FileNotFoundError:
             raise VideoOpenError(str(self.path), "ffmpeg is not installed") from None
-        reader = threading.Thread(target=self._read_stderr, args=(process.stderr,), daemon=True)
+        reader = threading.Thread(target=self._read_stderr, args=(process.stderr, times, tail), daemon=True)
         reader.start()
         # Frames are read on a thread into a bounded queue, so ffmpeg keeps decoding while the
         # caller works on the frames it has (a pipe holds less than one frame: without the queue,
@@ -167,7 +179,7 @@ class FrameReader:
         pump = threading.Thread(target=self._read_stdout, args=(process.stdout, frame_bytes, frames, stop),
                                 daemon=True)
         pump.start()
-        index = 0
+        handed = 0
         at_end = False
         try:
             while True:
@@ -175,15 +187,18 @@ class FrameReader:
                 if data is None:
                     at_end = True
                     break
-                pts = self._times.get(timeout=60)
+                pts = times.get(timeout=60)
                 if pts is None:  # stderr closed before the frame's log line: should not happen
                     break
                 time_s = max(0.0, pts - self.info.start_time_s)
                 if self.end_s is not None and time_s >= self.end_s:
                     continue
+                if after_s is not None and time_s <= after_s + 1e-9:
+                    continue  # handed on by the attempt before
                 pixels = np.frombuffer(data, dtype=np.uint8).reshape(self.size_px, self.size_px, 3)
-                yield DecodedFrame(index, time_s, pixels)
-                index += 1
+                self._last_time_s = time_s
+                yield DecodedFrame(first_index + handed, time_s, pixels)
+                handed += 1
         finally:
             stop.set()
             if at_end:  # ffmpeg closed its output: let it exit by itself, so its exit code is its own
@@ -198,12 +213,7 @@ class FrameReader:
             process.stdout.close()
             reader.join(timeout=5)
             process.stderr.close()
-        if returncode != 0 and index == 0:
-            return None
-        if returncode != 0:
-            logger.warning("%s: ffmpeg stopped with code %s after %d frames: %s", self.path, returncode,
-                           index, self._stderr_tail[-1] if self._stderr_tail else "")
-        return index
+        return handed, returncode
 
     @property
     def stderr_tail(self) -> str:

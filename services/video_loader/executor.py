@@ -63,9 +63,14 @@ class VideoLoader(ClipseekExecutor):
             drift_threshold=s.drift_threshold, min_shot_s=s.min_shot_s,
             adaptive_threshold=s.adaptive_threshold, dark_luma=s.dark_luma,
             chroma_threshold=s.chroma_threshold, fade_window_s=s.fade_window_s, detect_px=s.detect_px)
-        self.media = MediaSource(s.media_roots, sampling, s.frame_size_px or image_size_for(s.model),
-                                 s.max_range_s, s.video_extensions, s.keyframe_scan, s.max_keyframe_gap_s,
-                                 s.keyframe_shortcuts, s.hwaccel)
+        try:
+            self.media = MediaSource(s.media_roots, sampling, s.frame_size_px or image_size_for(s.model),
+                                     s.max_range_s, s.video_extensions, s.keyframe_scan, s.max_keyframe_gap_s,
+                                     s.keyframe_shortcuts, s.hwaccel)
+        except ValueError as exc:
+            if "hardware decode" not in str(exc):
+                raise
+            raise ValueError(f"the loader setting hwaccel (CLIPSEEK_HWACCEL): {exc}") from None
         self.log.info("video loader: media roots %s, frames %d px, full decode: %s", [str(r) for r in self.media.roots],
                       self.media.size_px, self.media.decode.hwaccel or "software")
 
