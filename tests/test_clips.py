@@ -37,6 +37,10 @@ def test_touching_clips_with_close_scores_merge_and_others_do_not():
     assert merge_touching([b, a, c], Margin()) == [Clip(0, 3, 0.32, 2.5), c]
     apart = Clip(3.5, 4, 0.31, 3.7)
     assert merge_touching([a, apart], Margin()) == [a, apart]
+    # the bar across a cut is its own setting; 0 keeps every clip inside its shot
+    assert merge_touching([b, a, c], Margin(cut=0.01)) == [a, b, c]
+    assert merge_touching([b, a, c], Margin(cut=0.0)) == [a, b, c]
+    assert merge_touching([b, a, c], Margin(absolute=0.0, cut=0.03)) == [Clip(0, 3, 0.32, 2.5), c]
 
 
 def test_clips_are_clamped_into_the_video_and_ranked_best_first():

@@ -23,13 +23,14 @@ from conftest import indexed_demo_engine
 from shape_footage import make_library
 
 from clipseek.api.client import ClipseekClient
-from clipseek.api.demo_eval import SearchEval, evaluate
+from clipseek.api.demo_eval import breakdown, cut_recall, evaluate
 
 TOLERANCE_S = 0.25
 # Measured with the shipped checkpoint (docs/demo-model.md, steps 3-5): whole library English 65/68 = 0.956,
-# Chinese 64/68 = 0.941; each search filtered to its own video 68/68 and 67/68. Issue 13's target, 0.95 for
-# both languages, is met in English and missed by one shot in Chinese. The bars below sit two shots under what
-# the shipped model does; raise them with a better one, never lower them to pass.
+# Chinese 64/68 = 0.941; each search filtered to its own video 68/68 and 67/68. This library (seed 77) is on the
+# lucky side: three more libraries of the same renderer (seeds 78-80, 230 shots) gave 90.9% / 88.7%, so issue
+# 13's target, 0.95 for both languages, is not met (docs/demo-model.md). The bars below sit two shots under what
+# the shipped model does here; raise them with a better one, never lower them to pass.
 ISSUE_TARGET = 0.95
 MIN_HIT_RATE = {"en": 0.92, "zh": 0.91}
 MIN_WITHIN_VIDEO_HIT_RATE = {"en": 0.97, "zh": 0.95}
@@ -41,22 +42,6 @@ def footage_flow(tmp_path_factory):
     truth = make_library(videos)
     with indexed_demo_engine(videos, tmp_path_factory.mktemp("footage-ws")) as flow:
         yield ClipseekClient(flow.http), videos / "truth.json", truth
-
-
-def breakdown(result: SearchEval, truth: dict) -> str:
-    """Hits per kind of shot: object size, moving or still, frame shape, what it shares with the shot before."""
-    shots = {(video["file"], shot["start_s"]): (video, shot) for video in truth["videos"] for shot in video["shots"]}
-    totals: Counter[str] = Counter()
-    hits: Counter[str] = Counter()
-    for check in result.checks:
-        video, shot = shots[(check.video, check.truth[0])]
-        kinds = [f"size {shot['size']}", "moving" if shot["moves"] else "still",
-                 "4:3" if video["width"] * 3 == video["height"] * 4 else "16:9",
-                 f"cut from the same {shot['same_as_previous']}" if shot["same_as_previous"] else "cut from another"]
-        for kind in kinds:
-            totals[kind] += 1
-            hits[kind] += check.hit(result.tolerance_s)
-    return "  " + ", ".join(f"{kind} {hits[kind]}/{totals[kind]}" for kind in sorted(totals))
 
 
 def test_the_footage_plan_has_the_hard_cases_and_shows_the_whole_vocabulary():
@@ -97,12 +82,15 @@ def test_footage_video_cuts_exactly_where_its_truth_says(tmp_path):
 
 @pytest.mark.slow
 def test_the_footage_is_indexed_with_its_shots(footage_flow):
-    client, _, truth = footage_flow
+    client, truth_path, truth = footage_flow
     indexed = {v.path.rsplit("/", 1)[-1]: v for v in client.videos()}
     assert len(indexed) == len(truth["videos"])
     shots = sum(len(v["shots"]) for v in truth["videos"])
     found = sum(indexed[v["file"]].num_shots for v in truth["videos"])
     print(f"\n{len(truth['videos'])} videos, {shots} shots in the truth, {found} shots found by the loader")
+    cuts = cut_recall(client, truth_path)
+    print(cuts)
+    assert "missed cut" not in cuts  # seed 77: every cut within 0.1 s (seeds 78-80: 183/188, docs/demo-model.md)
     for video in truth["videos"]:
         assert indexed[video["file"]].duration_s == pytest.approx(video["duration_s"], abs=0.05)
 
@@ -115,6 +103,7 @@ def test_each_caption_finds_its_shot_in_footage_the_model_was_not_trained_on(foo
     within = evaluate(client, truth_path, tolerance_s=TOLERANCE_S, language=language, only_within_video=True)
     print(f"\ncaptions {language}, whole library: {result.report()}\n{breakdown(result, truth)}")
     print(f"captions {language}, each search filtered to its own video: {within.report()}")
-    print(f"issue 13's target {ISSUE_TARGET:.0%}: {'met' if result.rate >= ISSUE_TARGET else 'missed'}")
+    print(f"issue 13's target {ISSUE_TARGET:.0%} on this one library: {'reached' if result.rate >= ISSUE_TARGET else 'missed'}"
+          " (over ten libraries of this renderer it is not met: docs/demo-model.md)")
     assert result.rate >= MIN_HIT_RATE[language], result.report()
     assert within.rate >= MIN_WITHIN_VIDEO_HIT_RATE[language], within.report()

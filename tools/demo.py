@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from clipseek.api.client import ClipseekClient  # noqa: E402
-from clipseek.api.demo_eval import evaluate  # noqa: E402
+from clipseek.api.demo_eval import breakdown, cut_recall, evaluate  # noqa: E402
 from clipseek.api.format import NO_CONFIDENT_RESULT, confidence_label, format_time  # noqa: E402
 from clipseek.engine.serve import BackgroundFlow, ServeSettings  # noqa: E402
 
@@ -101,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         print('\nsearch "一匹棕色的马" (a brown horse, in Chinese), at least medium confidence')
         show(client.search("一匹棕色的马", top_k=3, min_confidence="medium"))
         if args.evaluate:
+            truth = json.loads(truth_path.read_text(encoding="utf-8"))
+            print("\n" + cut_recall(client, truth_path))
             for language in ("en", "zh"):
-                print(f"\ncaptions {language}: " + evaluate(client, truth_path, language=language).report())
+                result = evaluate(client, truth_path, language=language)
+                print(f"\ncaptions {language}: " + result.report())
+                if breakdown(result, truth):
+                    print(f"captions {language} by kind of shot:" + breakdown(result, truth))
                 print(f"captions {language}: " + evaluate(client, truth_path, only_within_video=True,
                                                           language=language).report().replace(
                     "shots in", "shots (each search filtered to its own video) in", 1))

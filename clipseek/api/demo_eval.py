@@ -6,12 +6,16 @@ within ``tolerance_s`` of that shot's truth. The library shows most concepts in 
 so another shot of the same concept is as right an answer as the one asked about; ``evaluate(...,
 only_within_video=True)`` filters each search to the shot's own video, where the shot must be found
 itself. Captions are English by default; ``language="zh"`` searches each shot's Chinese caption
-(``caption_zh`` in truth.json). Used by ``tools/demo.py --evaluate`` and by the tests.
+(``caption_zh`` in truth.json). ``breakdown`` counts the hits per kind of shot (second renderer's
+footage: object size, moving or still, frame shape, what it shares with the shot before);
+``cut_recall`` checks the cuts the loader found against the truth. Used by ``tools/demo.py
+--evaluate`` and by the tests.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,3 +98,41 @@ def evaluate(client: ClipseekClient, truth_path: Path, tolerance_s: float = 0.25
             result.checks.append(ShotCheck(video["file"], shot[key], (shot["start_s"], shot["end_s"]), found,
                                            accepted))
     return result
+
+
+def breakdown(result: SearchEval, truth: dict) -> str:
+    """Hits per kind of shot, for footage whose truth says it (tests/shape_footage.py): object size,
+    moving or still, frame shape, what it shares with the shot before; '' for other libraries."""
+    shots = {(video["file"], shot["start_s"]): (video, shot) for video in truth["videos"] for shot in video["shots"]}
+    totals: Counter[str] = Counter()
+    hits: Counter[str] = Counter()
+    for check in result.checks:
+        video, shot = shots[(check.video, check.truth[0])]
+        if "size" not in shot:
+            return ""
+        kinds = [f"size {shot['size']}", "moving" if shot["moves"] else "still",
+                 "4:3" if video["width"] * 3 == video["height"] * 4 else "16:9",
+                 f"cut from the same {shot['same_as_previous']}" if shot["same_as_previous"] else "cut from another"]
+        for kind in kinds:
+            totals[kind] += 1
+            hits[kind] += check.hit(result.tolerance_s)
+    return "  " + ", ".join(f"{kind} {hits[kind]}/{totals[kind]}" for kind in sorted(totals))
+
+
+def cut_recall(client: ClipseekClient, truth_path: Path, tolerance_s: float = 0.1) -> str:
+    """How many of the truth's cuts the loader found (a shot of the index starting within
+    ``tolerance_s``), and which it missed."""
+    truth = json.loads(Path(truth_path).read_text(encoding="utf-8"))
+    folder = Path(truth_path).parent
+    indexed = {Path(v.path).name: v for v in client.videos([str((folder / v["file"]).resolve())
+                                                               for v in truth["videos"]])}
+    total, missed = 0, []
+    for video in truth["videos"]:
+        starts = [shot.start_s for shot in indexed[video["file"]].shots]
+        for shot in video["shots"][1:]:
+            total += 1
+            if not any(abs(start - shot["start_s"]) <= tolerance_s for start in starts):
+                kind = f"the same {shot['same_as_previous']}" if shot.get("same_as_previous") else "another"
+                size = f", {shot['size']}" if "size" in shot else ""
+                missed.append(f"  missed cut: {video['file']} {shot['start_s']:.2f} s (from {kind}{size})")
+    return "\n".join([f"cuts found by the loader within {tolerance_s} s: {total - len(missed)}/{total}", *missed])

@@ -5,8 +5,8 @@ about as well join it; the clip ends at the shot's boundary, or half way to the 
 does not match. "About as well" is within ``Margin.of(best)``: at least ``absolute``, and at least
 ``relative`` of the way from the best score down to the background (the typical score of the
 query's candidate frames), so it adapts to how spread a model's scores are. Clips that touch across
-a shot boundary are merged only when they score within ``absolute`` of each other: a detected cut is
-strong evidence of a new subject, so the bar to undo it is higher than the bar inside a shot. Clips
+a shot boundary are merged only when they score within ``cut`` of each other (0: never): a detected
+cut is strong evidence of a new subject, so the bar to undo it is higher than the bar inside a shot. Clips
 never overlap and stay inside the shot and the video, because they are cut from disjoint runs of
 frames inside [0, duration].
 """
@@ -31,6 +31,7 @@ class Margin:
     absolute: float = 0.03
     relative: float = 0.5
     background: float | None = None  # typical score of the query's candidates (e.g. their median)
+    cut: float = 0.03  # clips that touch across a shot boundary merge when their scores differ by at most this
 
     def of(self, best: float) -> float:
         if self.background is None:
@@ -73,12 +74,13 @@ def clips_in_shot(shot_start_s: float, shot_end_s: float, frames: list[ScoredFra
 
 
 def merge_touching(clips: list[Clip], margin: Margin, epsilon_s: float = 1e-3) -> list[Clip]:
-    """Merge clips of one video that touch end to start and score within ``margin.absolute``."""
+    """Merge clips of one video that touch end to start and score within ``margin.cut`` (a cut of 0 or
+    less: never)."""
     merged: list[Clip] = []
     for clip in sorted(clips, key=lambda c: c.start_s):
-        if merged:
+        if merged and margin.cut > 0:
             last = merged[-1]
-            if abs(clip.start_s - last.end_s) <= epsilon_s and abs(clip.score - last.score) <= margin.absolute:
+            if abs(clip.start_s - last.end_s) <= epsilon_s and abs(clip.score - last.score) <= margin.cut:
                 best = last if last.score >= clip.score else clip
                 merged[-1] = Clip(last.start_s, max(last.end_s, clip.end_s), best.score, best.best_time_s)
                 continue

@@ -58,6 +58,7 @@ class SearchSettings:
     min_candidates: int = 100
     merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
     merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
+    cut_margin: float = 0.03  # clips touching across a detected cut merge within this score (0: never)
 
 
 @dataclass
@@ -555,7 +556,8 @@ class Library:
         shots = [HitShot(v, a, b, tuple(times.tolist()), tuple(np.asarray(scores).reshape(-1).tolist()))
                  for (v, a, b), (times, scores) in zip(spans, scored, strict=True)]
         background = float(np.median([h.score for h in hits]))
-        margin = Margin(s.merge_margin, s.merge_relative, background if math.isfinite(background) else None)
+        margin = Margin(s.merge_margin, s.merge_relative, background if math.isfinite(background) else None,
+                        s.cut_margin)
         ranked = clips_from_hits(hits, shots, {v: r.duration_s for v, r in records.items()}, margin, top_k)
         return [(records[v], clip) for v, clip in ranked]
 

@@ -60,6 +60,7 @@ class IndexerSettings:
     max_top_k: int = 100  # largest top_k a search may ask for
     merge_margin: float = 0.03  # frames within this score of a clip's best frame join the clip ...
     merge_relative: float = 0.5  # ... or within this share of the way down to the candidates' median
+    cut_margin: float = 0.03  # clips touching across a detected cut merge within this score (0: never)
     oversample: int = 8  # frame candidates fetched per requested clip
     model: str = DEFAULT_MODEL  # the encoders' model: a workspace of another model fails the start
     pretrained: str = DEFAULT_PRETRAINED  # the encoders' weights (with model)
@@ -80,7 +81,8 @@ class Indexer(ClipseekExecutor):
                                collection=s.qdrant_collection, qdrant_shards=s.qdrant_shards,
                                qdrant_replication=s.qdrant_replication)
         self.library = Library(backend, SearchSettings(max_top_k=s.max_top_k, oversample=s.oversample,
-                                                       merge_margin=s.merge_margin, merge_relative=s.merge_relative))
+                                                       merge_margin=s.merge_margin, merge_relative=s.merge_relative,
+                                                       cut_margin=s.cut_margin))
         self.log.info("index (%s) at %s: %d videos, %d frames", s.index_backend, s.workspace,
                       len(self.library.videos()), self.library.frame_count())
         self._check_model()
