@@ -89,6 +89,25 @@ def test_an_encoders_scene_cut_keyframe_is_taken_as_the_cut_without_decoding_bef
     assert {f.shot_index for f in guided.scan.frames} == set(range(len(guided.scan.shots)))
 
 
+def test_a_cut_is_found_where_every_keyframe_sits_on_a_cut(tmp_path):
+    """Shots shorter than x264's keyframe interval: its only keyframes are its scene cuts, so each cut's
+    keyframe pair is no further apart than its neighbours (cuts too). The second renderer's footage (seed
+    78, footage_12): a small moving blue star, then a large still white star at 8.60 s; the keyframe scan
+    once skipped that stretch and lost the cut that a full decode finds."""
+    import shape_footage
+
+    plan = shape_footage.plan_library(14, 78)[11]
+    path = tmp_path / plan.name
+    shape_footage.write_video(plan, path)
+    cuts = [shot["start_s"] for shot in shape_footage.truth_of(plan)["shots"][1:]]
+    assert any(abs(cut - 8.6) < 0.02 for cut in cuts)
+    guided, full = both(path)
+    assert guided.method == "keyframes" and full.method == "full"
+    for result in (guided, full):
+        starts = [s.start_s for s in result.scan.shots]
+        assert all(any(abs(start - cut) <= 0.1 for start in starts) for cut in cuts), (result.method, starts, cuts)
+
+
 def test_keyframes_at_irregular_times_inside_one_moving_shot_are_not_taken_as_cuts(tmp_path):
     """An encoder (or a muxer's forced keyframes) can put keyframes early for reasons other than a scene
     cut; inside one moving shot the keyframes then look alike enough (or change like their neighbours),

@@ -9,7 +9,10 @@ other frame); the frames between two keyframes are decoded only when something m
 - the packet sizes jump (``packet_change_times``): the first frame of a new shot cannot be
   predicted from the one before, so the encoder spends as much on it as on a keyframe, or the
   level of the sizes changes at once (a cut to a flat picture);
-- no keyframe for ``max_keyframe_gap_s``: long GOPs are decoded in full.
+- no keyframe for ``max_keyframe_gap_s``: long GOPs are decoded in full;
+- the next keyframe came early (the encoder's own scene cut, below) and the two keyframes differ at all:
+  where shots are shorter than the encoder's keyframe interval every keyframe sits on a cut, and a cut
+  does not stand out from its neighbouring keyframe pairs, which are cuts too.
 
 A stretch that is decoded is decoded from its keyframe to a few frames past the next keyframe (or,
 when only a packet jump asked for it and the keyframes agree, to a few frames past the jump), so a
@@ -199,9 +202,16 @@ class GuidedReader:
         around = [iv.change_to_next[0] for iv in (previous, following) if iv is not None and iv.change_to_next]
         apart = chroma >= s.cut_chroma  # colours this far apart: different shots
         stands_out = content >= s.min_content_val and (not around or content >= s.adaptive_threshold * min(around))
-        still = not moving and (content >= s.min_content_val or chroma >= s.chroma_threshold)
-        if apart or stands_out or still:  # (still: a still stretch whose ends differ: something happened in it)
-            if (apart or stands_out) and not jumps and self._placed_early(interval, previous, following):
+        differs = content >= s.min_content_val or chroma >= s.chroma_threshold
+        still = not moving and differs
+        # The encoder put the next keyframe early (its own scene-cut decision) and the two keyframes differ:
+        # decoded, so the detectors judge it frame by frame. Needed where every keyframe sits on a cut (shots
+        # shorter than the encoder's keyframe interval): the neighbouring keyframe pairs are then cuts too, so
+        # a cut does not stand out from them (second renderer's footage: a small blue star -> a large white
+        # star, tests/test_keyscan.py).
+        early = self._placed_early(interval, previous, following)
+        if apart or stands_out or still or (early and differs):  # (still: something happened in a still stretch)
+            if (apart or stands_out) and not jumps and early and s.keyframe_cuts:
                 return KEY_CUT, None  # (not for a still stretch alone: a slow change in it is no cut)
             past_jump = max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps if jumps else None
             return math.inf, past_jump if s.stop_after_jump else None
@@ -212,8 +222,6 @@ class GuidedReader:
     def _placed_early(self, interval: _Interval, previous: _Interval | None, following: _Interval | None) -> bool:
         """True when the keyframe ending ``interval`` came sooner than the encoder's regular interval: a
         neighbouring stretch (each a whole one, between two keyframes) is longer by a frame or more."""
-        if not self.settings.keyframe_cuts:
-            return False
         length = interval.end_time - interval.key_time
         others = [iv.end_time - iv.key_time for iv in (previous, following)
                   if iv is not None and iv.end_time is not None]
