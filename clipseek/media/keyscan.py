@@ -10,8 +10,9 @@ other frame); the frames between two keyframes are decoded only when something m
   predicted from the one before, so the encoder spends as much on it as on a keyframe, or the
   level of the sizes changes at once (a cut to a flat picture);
 - no keyframe for ``max_keyframe_gap_s``: long GOPs are decoded in full;
-- the next keyframe came early (the encoder's own scene cut, below) and the two keyframes differ at all:
-  where shots are shorter than the encoder's keyframe interval every keyframe sits on a cut, and a cut
+- the next keyframe came early (the encoder's own scene cut, below), the two keyframes differ at all,
+  and neither neighbouring stretch spans the encoder's regular keyframe interval (the length most
+  stretches have): where shots are shorter than that interval every keyframe sits on a cut, and a cut
   does not stand out from its neighbouring keyframe pairs, which are cuts too.
 
 A stretch that is decoded is decoded from its keyframe to a few frames past the next keyframe (or,
@@ -43,6 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +180,7 @@ class GuidedReader:
         self._emitted_index = 0
         self._key_cuts: list[float] = []  # times of keyframes that start a shot (KEY_CUT), not yet emitted
         self._skipped = False  # the last stretch settled was not decoded (its keyframes alike)
+        self._lengths: Counter[int] = Counter()  # stretch lengths seen, in frames: the encoder's regular one recurs
 
     # -- decisions -----------------------------------------------------------------------------
     def _dark(self, look: FrameLook) -> bool:
@@ -204,13 +207,15 @@ class GuidedReader:
         stands_out = content >= s.min_content_val and (not around or content >= s.adaptive_threshold * min(around))
         differs = content >= s.min_content_val or chroma >= s.chroma_threshold
         still = not moving and differs
-        # The encoder put the next keyframe early (its own scene-cut decision) and the two keyframes differ:
-        # decoded, so the detectors judge it frame by frame. Needed where every keyframe sits on a cut (shots
-        # shorter than the encoder's keyframe interval): the neighbouring keyframe pairs are then cuts too, so
-        # a cut does not stand out from them (second renderer's footage: a small blue star -> a large white
-        # star, tests/test_keyscan.py).
+        # The encoder put the next keyframe early (its own scene-cut decision), the two keyframes differ, and
+        # no neighbouring stretch spans the encoder's regular keyframe interval: decoded, so the detectors
+        # judge it frame by frame. Where every keyframe sits on a cut (shots shorter than the encoder's
+        # keyframe interval) the neighbouring keyframe pairs are cuts too, so a cut does not stand out from
+        # them (second renderer's footage: a small blue star -> a large white star, tests/test_keyscan.py);
+        # next to a regular stretch the test above is sound and nothing more is decoded.
         early = self._placed_early(interval, previous, following)
-        if apart or stands_out or still or (early and differs):  # (still: something happened in a still stretch)
+        unreferenced = early and differs and not self._regular_neighbour(previous, following)
+        if apart or stands_out or still or unreferenced:  # (still: something happened in a still stretch)
             if (apart or stands_out) and not jumps and early and s.keyframe_cuts:
                 return KEY_CUT, None  # (not for a still stretch alone: a slow change in it is no cut)
             past_jump = max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps if jumps else None
@@ -218,6 +223,20 @@ class GuidedReader:
         if jumps:
             return max(jumps) + (TRAIL_FRAMES + 0.5) / self.fps, None
         return None, None
+
+    def _frames(self, interval: _Interval | None) -> int | None:
+        if interval is None or interval.end_time is None:
+            return None
+        return round((interval.end_time - interval.key_time) * self.fps)
+
+    def _regular_neighbour(self, previous: _Interval | None, following: _Interval | None) -> bool:
+        """Whether a neighbouring stretch is as long as the encoder's regular keyframe interval: the length
+        that most stretches seen so far had, seen at least three times (none in a stream whose keyframes
+        all sit on cuts)."""
+        if not self._lengths:
+            return False
+        length, count = self._lengths.most_common(1)[0]
+        return count >= 3 and any(self._frames(iv) == length for iv in (previous, following))
 
     def _placed_early(self, interval: _Interval, previous: _Interval | None, following: _Interval | None) -> bool:
         """True when the keyframe ending ``interval`` came sooner than the encoder's regular interval: a
@@ -354,6 +373,8 @@ class GuidedReader:
         """Decide and decode the oldest pending interval (its neighbours are known by now)."""
         interval = pending.pop(0)
         following = pending[0] if pending else newest
+        if (frames := self._frames(interval)) is not None:
+            self._lengths[frames] += 1
         previous = getattr(self, "_previous_interval", None)
         self.stats.intervals += 1
         until, check = self._decode_until(interval, previous, following)
