@@ -138,19 +138,11 @@ def reader_frames(video: Path, info, size_px: int, hwaccel: str | None) -> tuple
     return count, time.perf_counter() - started, reader.hwaccel
 
 
-def plan(duration_s: float, range_s: float) -> list[tuple[float, float | None]]:
-    """The client's ranges (clipseek.api.index_run.plan_ranges: equal steps, the last to the end)."""
-    starts, t = [], 0.0
-    while t < duration_s - 1e-6:
-        starts.append(t)
-        t += range_s
-    return [(s, s + range_s if i + 1 < len(starts) else None) for i, s in enumerate(starts)]
-
-
 def scan_video(video: Path, info, size_px: int, variant: str, range_s: float, in_flight: int,
                on_range=None) -> dict:
     """scan_range over the whole video in ``range_s`` ranges, ``in_flight`` at once (threads, as the
     Flow's loader serves concurrent ranges); ``on_range(result)`` gets each range's scan as it ends."""
+    from clipseek.api.index_run import plan_ranges  # the client's ranges (imports no jina)
     from clipseek.media.hardware import DecodeChoice, DecodePath
     from clipseek.media.scan import scan_range
     from clipseek.media.shots import SamplingSettings
@@ -167,7 +159,7 @@ def scan_video(video: Path, info, size_px: int, variant: str, range_s: float, in
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=in_flight) as pool:
-        results = list(pool.map(one, plan(info.duration_s, range_s)))
+        results = list(pool.map(one, plan_ranges(info.duration_s, range_s)))
     wall = time.perf_counter() - started
     shots = sorted({round(s.start_s, 3) for r in results for s in r.scan.shots})
     return {"wall_s": wall, "decoded": sum(r.frames_decoded for r in results),
